@@ -1,0 +1,12 @@
+"""scgde: generative distribution embeddings of groups of cells for the scverse."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import data, datasets, model, module, nn
+
+try:
+    __version__ = version("scgde")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0+unknown"
+
+__all__ = ["data", "datasets", "model", "module", "nn", "__version__"]

@@ -1,0 +1,27 @@
+"""Registry keys, likelihood names and other constants shared across scgde."""
+
+from scvi import REGISTRY_KEYS
+
+X_KEY = REGISTRY_KEYS.X_KEY
+BATCH_KEY = REGISTRY_KEYS.BATCH_KEY
+CAT_COVS_KEY = REGISTRY_KEYS.CAT_COVS_KEY
+CONT_COVS_KEY = REGISTRY_KEYS.CONT_COVS_KEY
+
+#: Tensor key holding, for every cell of a minibatch, the index of its set (0..n_sets-1).
+SET_IDS_KEY = "set_ids"
+
+#: Likelihoods that model raw counts and therefore require non-negative integer data.
+COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
+#: Likelihoods for continuous data (log-normalised values, a representation in ``obsm``).
+CONTINUOUS_LIKELIHOODS = ("gaussian",)
+LIKELIHOODS = COUNT_LIKELIHOODS + CONTINUOUS_LIKELIHOODS
+
+#: Target library size of the log1p normalisation the set encoder reads for count data.
+ENCODER_TARGET_SUM = 1e4
+
+#: Key of ``adata.uns`` where the settings of the last embedding are recorded.
+UNS_SETTINGS_KEY = "gde"
+#: Default key under which embeddings are written to ``adata.uns`` and ``adata.obsm``.
+DEFAULT_KEY_ADDED = "X_gde"
+#: obs column holding the combined group label when ``group_key`` is a list of columns.
+COMBINED_GROUP_SEPARATOR = " | "

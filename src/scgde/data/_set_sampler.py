@@ -1,0 +1,80 @@
+"""Sampling minibatches of sets: ``groups_per_batch`` groups × up to ``set_size`` cells each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+class GroupSetSampler(torch.utils.data.Sampler):
+    """Yield ``(cell_indices, set_ids)`` for minibatches of sets.
+
+    Each minibatch draws ``groups_per_batch`` groups (cycling through random permutations of the
+    groups, so every group is drawn equally often and a batch repeats a group only when there are
+    fewer groups than ``groups_per_batch``) and subsamples ``set_size`` cells of each without
+    replacement. A group with fewer cells than ``set_size`` contributes all its cells: sets are
+    stored flat, so sets of different sizes need no padding.
+
+    Parameters
+    ----------
+    group_cells
+        For each group, the indices of its cells.
+    set_size
+        Cells per set.
+    groups_per_batch
+        Sets per minibatch.
+    n_batches
+        Minibatches per epoch.
+    seed
+        ``None`` draws new sets each epoch from torch's global generator (so
+        ``scvi.settings.seed`` makes training reproducible); an integer draws the same sets each
+        epoch (used for validation, so validation losses are comparable across epochs).
+    rank, world_size
+        Distributed training: each rank draws its own sets from a rank-specific stream.
+    """
+
+    def __init__(
+        self,
+        group_cells: Sequence[np.ndarray],
+        set_size: int,
+        groups_per_batch: int,
+        n_batches: int,
+        seed: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if not group_cells or any(len(c) == 0 for c in group_cells):
+            raise ValueError("Every group given to the sampler must contain at least one cell.")
+        self.group_cells = [np.asarray(c, dtype=np.int64) for c in group_cells]
+        self.set_size = set_size
+        self.groups_per_batch = groups_per_batch
+        self.n_batches = n_batches
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def _rng(self) -> np.random.Generator:
+        base = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        return np.random.default_rng([base, self.rank, self.world_size])
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = self._rng()
+        n_groups = len(self.group_cells)
+        order = np.empty(0, dtype=np.int64)
+        for _ in range(self.n_batches):
+            while order.size < self.groups_per_batch:
+                order = np.concatenate([order, rng.permutation(n_groups)])
+            chosen, order = order[: self.groups_per_batch], order[self.groups_per_batch :]
+            indices, set_ids = [], []
+            for set_id, group in enumerate(chosen):
+                cells = self.group_cells[group]
+                if cells.size > self.set_size:
+                    cells = rng.choice(cells, self.set_size, replace=False)
+                indices.append(cells)
+                set_ids.append(np.full(cells.size, set_id, dtype=np.int64))
+            yield np.concatenate(indices), np.concatenate(set_ids)

@@ -1,0 +1,125 @@
+"""Train/validation split by *groups* and the data loaders of set minibatches."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from scvi.data import AnnDataManager
+
+from ._registered import RegisteredData
+from ._set_sampler import GroupSetSampler
+
+
+def sets_per_epoch(n_cells: int, set_size: int, groups_per_batch: int) -> int:
+    """Minibatches per epoch: enough sets that each cell is drawn about once per epoch."""
+    n_sets = max(math.ceil(n_cells / set_size), groups_per_batch)
+    return math.ceil(n_sets / groups_per_batch)
+
+
+def _distributed_rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class GroupDataSplitter(pl.LightningDataModule):
+    """Split the groups (not the cells) into training and validation, and load set minibatches.
+
+    Parameters
+    ----------
+    adata_manager
+        Manager of the registered AnnData.
+    labels
+        Group of every cell (see :func:`scgde.data.group_labels`).
+    set_size, groups_per_batch
+        Minibatch shape (see :class:`GroupSetSampler`).
+    train_size
+        Fraction of groups used for training; the rest are validation groups.
+    validation_size
+        Fraction of groups for validation; defaults to ``1 - train_size``.
+    seed
+        Seed of the split and of the (fixed) validation sets.
+    """
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        labels: pd.Categorical,
+        set_size: int,
+        groups_per_batch: int,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0 < train_size <= 1:
+            raise ValueError(f"`train_size` must be in (0, 1], got {train_size}.")
+        validation_size = 1 - train_size if validation_size is None else validation_size
+        if validation_size < 0 or train_size + validation_size > 1 + 1e-9:
+            raise ValueError("Need 0 <= validation_size and train_size + validation_size <= 1.")
+        self.adata_manager = adata_manager
+        self.set_size = set_size
+        self.groups_per_batch = groups_per_batch
+        self.seed = seed
+        codes = np.asarray(labels.codes)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(labels.categories) + 1))
+        self.group_names = np.asarray(labels.categories, dtype=object)
+        self._group_cells = [order[bounds[g] : bounds[g + 1]] for g in range(len(bounds) - 1)]
+
+        n_groups = len(self.group_names)
+        n_train = math.ceil(train_size * n_groups)
+        n_val = min(math.floor(validation_size * n_groups + 1e-9), n_groups - n_train)
+        if n_train < 2:
+            raise ValueError(
+                f"Training needs at least 2 groups, but {n_groups} group(s) with "
+                f"train_size={train_size} give {n_train}. A distribution embedding is learnt by "
+                "contrasting groups: check `group_key`, or add groups."
+            )
+        permutation = np.random.default_rng(seed).permutation(n_groups)
+        self.train_groups = np.sort(permutation[:n_train])
+        self.val_groups = np.sort(permutation[n_train : n_train + n_val])
+        self.train_idx = np.sort(np.concatenate([self._group_cells[g] for g in self.train_groups]))
+        self.val_idx = (
+            np.sort(np.concatenate([self._group_cells[g] for g in self.val_groups]))
+            if n_val
+            else np.empty(0, dtype=np.int64)
+        )
+        self.test_idx = np.empty(0, dtype=np.int64)
+        self.n_train = len(self.train_idx)
+        self.n_val = len(self.val_idx)
+        self.n_batches_train = sets_per_epoch(self.n_train, set_size, groups_per_batch)
+        self._dataset = None
+
+    def setup(self, stage: str | None = None):
+        """Build the dataset of registered tensors once."""
+        if self._dataset is None:
+            self._dataset = RegisteredData(self.adata_manager)
+
+    def _loader(self, groups: np.ndarray, n_cells: int, seed: int | None):
+        self.setup()
+        rank, world_size = _distributed_rank()
+        sampler = GroupSetSampler(
+            [self._group_cells[g] for g in groups],
+            set_size=self.set_size,
+            groups_per_batch=self.groups_per_batch,
+            n_batches=sets_per_epoch(n_cells, self.set_size, self.groups_per_batch),
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        return torch.utils.data.DataLoader(self._dataset, sampler=sampler, batch_size=None)
+
+    def train_dataloader(self):
+        """Random sets of training groups, new ones each epoch."""
+        return self._loader(self.train_groups, self.n_train, seed=None)
+
+    def val_dataloader(self):
+        """The same sets of validation groups every epoch; empty without validation groups."""
+        if self.n_val == 0:
+            return []
+        return self._loader(self.val_groups, self.n_val, seed=self.seed)

@@ -1,0 +1,710 @@
+"""The user-facing GDE model class."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+from scvi.data import AnnDataManager, fields
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainingPlan, TrainRunner
+
+from .._constants import (
+    BATCH_KEY,
+    CAT_COVS_KEY,
+    CONT_COVS_KEY,
+    COUNT_LIKELIHOODS,
+    DEFAULT_KEY_ADDED,
+    LIKELIHOODS,
+    UNS_SETTINGS_KEY,
+    X_KEY,
+)
+from ..data import (
+    GroupDataSplitter,
+    RegisteredData,
+    cells_of_groups,
+    check_values,
+    group_labels,
+    sets_per_epoch,
+)
+from ..data._groups import as_key_list
+from ..module import GDEModule
+
+logger = logging.getLogger(__name__)
+
+#: Training steps that the default number of epochs aims at.
+_DEFAULT_TARGET_STEPS = 2_000
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+class GDE(BaseModelClass):
+    """Generative distribution embedding of groups of cells (patients, clones, perturbations).
+
+    A distribution-invariant set encoder maps all cells of a group to one vector ``z``; a
+    conditional generator regenerates cells of the group from ``z``. Both are trained together
+    on random subsets of cells of each group.
+
+    Parameters
+    ----------
+    adata
+        AnnData (or MuData) registered with :meth:`setup_anndata` (:meth:`setup_mudata`).
+    n_latent
+        Dimension of the distribution embedding.
+    encoder
+        Set encoder, a name in :data:`scgde.nn.ENCODERS` (``"deepset"``).
+    generator
+        Conditional generator, a name in :data:`scgde.nn.GENERATORS` (``"cvae"``).
+    likelihood
+        ``"nb"`` (default), ``"zinb"`` or ``"poisson"`` for raw counts; ``"gaussian"`` for
+        continuous data (log-normalised values, a representation in ``obsm``).
+    encoder_kwargs
+        Passed to the encoder, e.g. ``{"n_hidden": 256, "n_layers": 3}``.
+    generator_kwargs
+        Passed to the generator, e.g. ``{"n_latent_cell": 10, "n_hidden": 128}``.
+
+    Examples
+    --------
+    >>> adata = scgde.datasets.demo()
+    >>> scgde.model.GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
+    >>> model = scgde.model.GDE(adata)
+    >>> model.train()
+    >>> model.get_distribution_embedding()  # writes adata.uns/obsm["X_gde"]
+    >>> groups = model.get_group_adata()
+    >>> sc.pp.neighbors(groups, use_rep="X"); sc.tl.umap(groups); sc.pl.umap(groups, color="condition")
+    """
+
+    _module_cls = GDEModule
+    _data_splitter_cls = GroupDataSplitter
+    _training_plan_cls = TrainingPlan
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_latent: int = 32,
+        encoder: str = "deepset",
+        generator: str = "cvae",
+        likelihood: str = "nb",
+        encoder_kwargs: dict | None = None,
+        generator_kwargs: dict | None = None,
+    ):
+        super().__init__(adata)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}.")
+        n_latent = _positive_int(n_latent, "n_latent")
+        self._check_data(self.adata_manager, likelihood)
+        labels = self._group_labels(self.adata)
+        if len(labels.categories) < 2:
+            raise ValueError(
+                f"Found {len(labels.categories)} group in adata.obs[{self.group_key!r}]; GDE "
+                "needs at least 2 groups to learn a distribution embedding."
+            )
+        n_batch = self.summary_stats.n_batch
+        cat_state = (
+            self.adata_manager.get_state_registry(CAT_COVS_KEY)
+            if CAT_COVS_KEY in self.adata_manager.data_registry
+            else None
+        )
+        n_cats_per_cov = list(cat_state.n_cats_per_key) if cat_state is not None else None
+        n_cont = (
+            self.adata_manager.get_from_registry(CONT_COVS_KEY).shape[1]
+            if CONT_COVS_KEY in self.adata_manager.data_registry
+            else 0
+        )
+        log_mean, log_std = self._library_statistics(likelihood, n_batch)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_latent=n_latent,
+            n_batch=n_batch,
+            n_cats_per_cov=n_cats_per_cov,
+            n_continuous_cov=n_cont,
+            encoder=encoder,
+            generator=generator,
+            likelihood=likelihood,
+            library_log_mean=log_mean,
+            library_log_std=log_std,
+            encoder_kwargs=encoder_kwargs,
+            generator_kwargs=generator_kwargs,
+        )
+        self._model_summary_string = (
+            f"GDE: {len(labels.categories)} groups, encoder={encoder!r}, generator={generator!r}, "
+            f"likelihood={likelihood!r}, n_latent={n_latent}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------------------ set-up
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        group_key: str | Sequence[str],
+        layer: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        obsm_key: str | None = None,
+        **kwargs,
+    ):
+        """Register an AnnData for GDE.
+
+        Adds to ``adata`` only what scvi-tools registration adds: ``obs`` columns
+        ``_scvi_batch`` (and ``_scvi_extra_*`` codes for covariates) and ``uns`` keys
+        ``_scvi_uuid`` and ``_scvi_manager_uuid``.
+
+        Parameters
+        ----------
+        adata
+            AnnData with one row per cell.
+        group_key
+            obs column defining the sets (patient/sample, clone, perturbation), or a list of
+            columns whose combination defines them (e.g. ``["donor", "time_point"]``). New
+            groups are always accepted later: the encoder is amortized.
+        layer
+            Layer with the data (``None``: ``adata.X``). Raw counts for count likelihoods.
+        batch_key
+            obs column with technical batches; the generator is conditioned on it. Categories
+            not seen in training raise an error later.
+        categorical_covariate_keys, continuous_covariate_keys
+            obs columns with further covariates of the generator.
+        obsm_key
+            Model a representation in ``adata.obsm`` (e.g. ``"X_pca"``) instead of genes;
+            needs ``likelihood="gaussian"``. Exclusive with ``layer``.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        group_labels(adata.obs, group_key)  # clear errors now rather than at training
+        if obsm_key is not None and layer is not None:
+            raise ValueError("Pass either `layer` or `obsm_key`, not both.")
+        if obsm_key is not None and obsm_key not in adata.obsm:
+            raise KeyError(f"adata.obsm has no {obsm_key!r}; available: {list(adata.obsm)}.")
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"adata.layers has no {layer!r}; available: {list(adata.layers)}.")
+        x_field = (
+            fields.ObsmField(X_KEY, obsm_key)
+            if obsm_key is not None
+            else fields.LayerField(X_KEY, layer, is_count_data=False)
+        )
+        anndata_fields = [
+            x_field,
+            fields.CategoricalObsField(BATCH_KEY, batch_key),
+            fields.CategoricalJointObsField(CAT_COVS_KEY, categorical_covariate_keys),
+            fields.NumericalJointObsField(CONT_COVS_KEY, continuous_covariate_keys),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata,
+        group_key: str | Sequence[str],
+        rna_layer: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ):
+        """Register a MuData for GDE, modelling its RNA modality.
+
+        Only the RNA modality is read for now; other modalities (e.g. proteins) are ignored.
+        ``group_key``, ``batch_key`` and covariates are columns of ``mdata.obs``.
+
+        Parameters
+        ----------
+        mdata
+            MuData with an RNA modality.
+        group_key, batch_key, categorical_covariate_keys, continuous_covariate_keys
+            As in :meth:`setup_anndata`, read from ``mdata.obs``.
+        rna_layer
+            Layer of the RNA modality with the counts (``None``: its ``X``).
+        modalities
+            ``{"rna_layer": name}`` naming the RNA modality; default ``{"rna_layer": "rna"}``.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        group_labels(mdata.obs, group_key)
+        modalities = {"rna_layer": "rna"} if modalities is None else dict(modalities)
+        rna = modalities.get("rna_layer")
+        if rna not in mdata.mod:
+            raise KeyError(f"MuData has no modality {rna!r}; it has {list(mdata.mod)}.")
+        mudata_fields = [
+            fields.MuDataLayerField(
+                X_KEY, rna_layer, mod_key=rna, is_count_data=False, mod_required=True
+            ),
+            fields.MuDataCategoricalObsField(BATCH_KEY, batch_key, mod_key=None),
+            fields.MuDataCategoricalJointObsField(
+                CAT_COVS_KEY, categorical_covariate_keys, mod_key=None
+            ),
+            fields.MuDataNumericalJointObsField(
+                CONT_COVS_KEY, continuous_covariate_keys, mod_key=None
+            ),
+        ]
+        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # ------------------------------------------------------------------------- properties
+    @property
+    def group_key(self) -> str | list[str]:
+        """The obs column(s) defining the groups."""
+        return self.adata_manager.registry["setup_args"]["group_key"]
+
+    @property
+    def var_names(self) -> pd.Index:
+        """Names of the modelled features."""
+        return pd.Index(self.adata_manager.get_state_registry(X_KEY).column_names)
+
+    # --------------------------------------------------------------------------- checks
+    def _group_labels(self, adata) -> pd.Categorical:
+        return group_labels(adata.obs, self.group_key)
+
+    @staticmethod
+    def _check_data(adata_manager: AnnDataManager, likelihood: str) -> None:
+        args = adata_manager.registry["setup_args"]
+        where = (
+            f"adata.obsm[{args['obsm_key']!r}]"
+            if args.get("obsm_key")
+            else f"layer {args.get('layer') or args.get('rna_layer')!r}"
+            if (args.get("layer") or args.get("rna_layer"))
+            else "adata.X"
+        )
+        check_values(
+            adata_manager.get_from_registry(X_KEY),
+            name=where,
+            require_counts=likelihood in COUNT_LIKELIHOODS,
+            likelihood=likelihood,
+        )
+
+    def _validate_anndata(self, adata=None, copy_if_view: bool = True):
+        """Check a new AnnData against the model before transferring the registration.
+
+        Unseen groups are fine (the encoder is amortized); unseen batch or covariate
+        categories, different features, or invalid values raise a clear error.
+        """
+        if adata is None or adata is self.adata:
+            return super()._validate_anndata(adata, copy_if_view)
+        if self.get_anndata_manager(adata) is None:
+            self._check_compatible(adata)
+        adata = super()._validate_anndata(adata, copy_if_view)
+        self._check_data(self.get_anndata_manager(adata, required=True), self.module.likelihood)
+        return adata
+
+    def _check_compatible(self, adata) -> None:
+        args = self.adata_manager.registry["setup_args"]
+        obsm_key = args.get("obsm_key")
+        if obsm_key is None:
+            rna = (args.get("modalities") or {}).get("rna_layer")
+            new_names = adata.mod[rna].var_names if rna is not None else adata.var_names
+            if not np.array_equal(np.asarray(new_names), np.asarray(self.var_names)):
+                raise ValueError(
+                    f"The AnnData's {len(new_names)} var names do not match the model's "
+                    f"{len(self.var_names)} features. Subset and order it like the training "
+                    "data: `adata = adata[:, model.var_names].copy()`."
+                )
+        self._group_labels(adata)
+        batch_key = args.get("batch_key")
+        if batch_key is not None:
+            known = self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping
+            unseen = sorted(set(adata.obs[batch_key].astype(str)) - {str(c) for c in known})
+            if unseen:
+                raise ValueError(
+                    f"Batch categories {unseen[:10]} in adata.obs[{batch_key!r}] were not seen in "
+                    f"training (known: {list(known)[:10]}). The generator is conditioned on batch, "
+                    "so it cannot handle a new one: map those cells to a known batch or retrain."
+                )
+        cat_keys = args.get("categorical_covariate_keys") or []
+        if cat_keys:
+            mappings = self.adata_manager.get_state_registry(CAT_COVS_KEY).mappings
+            for key in cat_keys:
+                unseen = sorted(set(adata.obs[key].astype(str)) - {str(c) for c in mappings[key]})
+                if unseen:
+                    raise ValueError(
+                        f"Categories {unseen[:10]} of covariate {key!r} were not seen in training."
+                    )
+
+    # -------------------------------------------------------------------------- training
+    def _library_statistics(self, likelihood: str, n_batch: int):
+        """Mean and sd of log library size per batch, computed in chunks (count data only)."""
+        if likelihood not in COUNT_LIKELIHOODS:
+            return None, None
+        x = self.adata_manager.get_from_registry(X_KEY)
+        batch = np.asarray(self.adata_manager.get_from_registry(BATCH_KEY)).reshape(-1)
+        log_lib = np.concatenate(
+            [
+                np.log(np.maximum(np.asarray(x[i : i + 10_000].sum(1)).reshape(-1), 1.0))
+                for i in range(0, x.shape[0], 10_000)
+            ]
+        )
+        means, stds = np.zeros(max(n_batch, 1)), np.ones(max(n_batch, 1))
+        for b in range(max(n_batch, 1)):
+            values = log_lib[batch == b]
+            if values.size:
+                means[b] = values.mean()
+                stds[b] = max(values.std(), 1e-3)
+        return means, stds
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        set_size: int = 128,
+        groups_per_batch: int = 16,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        early_stopping: bool = False,
+        lr: float = 1e-3,
+        split_seed: int = 0,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the encoder and generator on random sets of cells of each group.
+
+        Each step draws ``groups_per_batch`` training groups and ``set_size`` cells of each
+        (all cells of smaller groups), encodes each set to ``z`` and trains the generator to
+        reproduce the set's cells given ``z``. Validation holds out whole **groups**.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of epochs. One epoch draws enough sets that each training cell is seen about
+            once (``ceil(n_cells / set_size)`` sets). Default: about 2,000 steps, between 20
+            and 400 epochs.
+        set_size
+            Cells per set.
+        groups_per_batch
+            Sets per minibatch.
+        train_size, validation_size
+            Fractions of **groups** used for training and validation.
+        accelerator, devices
+            Passed to Lightning (``"auto"`` uses a GPU when there is one).
+        early_stopping
+            Stop when the validation ELBO stops improving (needs validation groups).
+        lr
+            Learning rate of Adam.
+        split_seed
+            Seed of the group split and of the fixed validation sets.
+        plan_kwargs
+            Passed to :class:`scvi.train.TrainingPlan` (e.g. ``n_epochs_kl_warmup``).
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``).
+        """
+        set_size = _positive_int(set_size, "set_size")
+        groups_per_batch = _positive_int(groups_per_batch, "groups_per_batch")
+        labels = self._group_labels(self.adata)
+        splitter = self._data_splitter_cls(
+            self.adata_manager,
+            labels,
+            set_size=set_size,
+            groups_per_batch=groups_per_batch,
+            train_size=train_size,
+            validation_size=validation_size,
+            seed=split_seed,
+        )
+        if early_stopping and splitter.n_val == 0:
+            raise ValueError("`early_stopping=True` needs validation groups: lower `train_size`.")
+        if max_epochs is None:
+            steps = sets_per_epoch(splitter.n_train, set_size, groups_per_batch)
+            max_epochs = int(np.clip(round(_DEFAULT_TARGET_STEPS / steps), 20, 400))
+        max_epochs = _positive_int(max_epochs, "max_epochs")
+        plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": max(1, max_epochs // 4), **(plan_kwargs or {})}
+        training_plan = self._training_plan_cls(self.module, **plan_kwargs)
+        trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
+        trainer_kwargs.setdefault("use_distributed_sampler", False)
+        runner = self._train_runner_cls(
+            self,
+            training_plan=training_plan,
+            data_splitter=splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            early_stopping=early_stopping,
+            check_val_every_n_epoch=1 if splitter.n_val else None,
+            **trainer_kwargs,
+        )
+        self.train_groups_ = [str(g) for g in splitter.group_names[splitter.train_groups]]
+        self.validation_groups_ = [str(g) for g in splitter.group_names[splitter.val_groups]]
+        return runner()
+
+    # ----------------------------------------------------------------------- embeddings
+    def _chunks(
+        self, adata, cell_indices: np.ndarray, cell_group_ids: np.ndarray, batch_size: int
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        data = RegisteredData(self.get_anndata_manager(adata, required=True))
+        device = self.device
+        for start in range(0, len(cell_indices), batch_size):
+            tensors = data.rows(cell_indices[start : start + batch_size])
+            ids = torch.as_tensor(cell_group_ids[start : start + batch_size], device=device)
+            yield {k: v.to(device) for k, v in tensors.items()}, ids
+
+    def _embed(self, adata, groups, batch_size: int):
+        """Embeddings of the selected groups from all their cells, streamed in chunks."""
+        labels = self._group_labels(adata)
+        names, cell_indices, cell_group_ids = cells_of_groups(labels, groups)
+        batch_size = _positive_int(batch_size, "batch_size")
+        module = self.module
+        module.eval()
+
+        def chunks():
+            for tensors, ids in self._chunks(adata, cell_indices, cell_group_ids, batch_size):
+                yield module.encoder_input(tensors[X_KEY]), ids
+
+        z = module.encoder.encode_streaming(chunks, len(names)).cpu().numpy()
+        return names, z, labels, cell_indices, cell_group_ids
+
+    def get_distribution_embedding(
+        self,
+        adata: AnnData | None = None,
+        groups: Sequence[str] | None = None,
+        key_added: str | None = DEFAULT_KEY_ADDED,
+        batch_size: int = 4096,
+    ) -> pd.DataFrame:
+        """Embed every group from **all** its cells.
+
+        The encoder pools by means, so the cells are streamed in chunks of ``batch_size``
+        (memory does not grow with group size) and the result equals encoding each group at
+        once. New groups (not seen in training) are embedded like any other.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features; default: the training data.
+        groups
+            Groups to embed; default: all groups with cells.
+        key_added
+            Where to write the result: ``adata.uns[key_added]`` (the table),
+            ``adata.obsm[key_added]`` (each cell gets its group's embedding; NaN for cells of
+            groups not embedded) and the settings in ``adata.uns["gde"]``. ``None`` writes
+            nothing.
+        batch_size
+            Cells per chunk.
+
+        Returns
+        -------
+        DataFrame of groups × ``n_latent``.
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        names, z, labels, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
+        columns = [f"gde_{i}" for i in range(z.shape[1])]
+        table = pd.DataFrame(z, index=pd.Index(names, name="group"), columns=columns)
+        if key_added is not None:
+            per_cell = np.full((adata.n_obs, z.shape[1]), np.nan, dtype=np.float32)
+            per_cell[cell_indices] = z[cell_group_ids]
+            settings = {
+                "key_added": key_added,
+                "group_key": self.group_key,
+                "n_groups": len(names),
+                "n_latent": int(z.shape[1]),
+                "encoder": self.init_params_["non_kwargs"]["encoder"],
+                "generator": self.init_params_["non_kwargs"]["generator"],
+                "likelihood": self.module.likelihood,
+            }
+            # all results are computed: write them together so a failure writes nothing
+            adata.uns[key_added] = table
+            adata.obsm[key_added] = per_cell
+            adata.uns[UNS_SETTINGS_KEY] = settings
+        return table
+
+    def get_group_adata(
+        self,
+        adata: AnnData | None = None,
+        groups: Sequence[str] | None = None,
+        batch_size: int = 4096,
+    ) -> AnnData:
+        """An AnnData with one observation per group and the embedding as ``X``.
+
+        ``obs`` carries ``n_cells`` and every obs column of ``adata`` that is constant within
+        every group (e.g. disease, donor), ready for ``sc.pp.neighbors(use_rep="X")``,
+        ``sc.tl.umap`` and ``sc.pl.umap(color=...)``. ``adata`` is not modified.
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        names, z, labels, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
+        obs = adata.obs.iloc[cell_indices]
+        grouped = obs.groupby(cell_group_ids, observed=True, sort=True)
+        keys = set(as_key_list(self.group_key))
+        constant = [
+            c
+            for c in obs.columns
+            if not c.startswith("_scvi") and (c in keys or (grouped[c].nunique(dropna=False) <= 1).all())
+        ]
+        group_obs = grouped[constant].first() if constant else pd.DataFrame(index=range(len(names)))
+        for column in constant:
+            if isinstance(obs[column].dtype, pd.CategoricalDtype):
+                group_obs[column] = pd.Categorical(
+                    group_obs[column], categories=obs[column].cat.categories
+                ).remove_unused_categories()
+        group_obs["n_cells"] = np.bincount(cell_group_ids, minlength=len(names))
+        group_obs.index = pd.Index(names, name=None)
+        return AnnData(
+            X=z.astype(np.float32),
+            obs=group_obs,
+            var=pd.DataFrame(index=[f"gde_{i}" for i in range(z.shape[1])]),
+            uns={UNS_SETTINGS_KEY: {"group_key": self.group_key}},
+        )
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int = 4096,
+    ) -> np.ndarray:
+        """Per-cell latent ``u`` (posterior mean of the CVAE), scvi-tools style.
+
+        Each cell's distribution embedding is computed from all cells of its group.
+
+        Returns
+        -------
+        ``(n_cells, n_latent_cell)`` array, rows in the order of ``indices`` (default: all).
+        """
+        self._check_if_trained(warn=True)
+        if not hasattr(self.module.generator, "cell_latent"):
+            raise NotImplementedError("This generator has no per-cell latent representation.")
+        adata = self._validate_anndata(adata)
+        names, z, labels, cell_indices, cell_group_ids = self._embed(adata, None, batch_size)
+        group_of_cell = np.empty(adata.n_obs, dtype=np.int64)
+        group_of_cell[cell_indices] = cell_group_ids
+        wanted = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        z_t = torch.as_tensor(z, device=self.device)
+        out = []
+        for tensors, ids in self._chunks(adata, wanted, group_of_cell[wanted], batch_size):
+            x_in = self.module.encoder_input(tensors[X_KEY])
+            out.append(self.module.generator.cell_latent(x_in, z_t[ids]).cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, self.module.generator.n_latent_cell))
+
+    # ------------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def sample(
+        self,
+        groups: Sequence[str] | None = None,
+        embedding: pd.DataFrame | np.ndarray | None = None,
+        n_cells: int = 100,
+        adata: AnnData | None = None,
+        batch: str | None = None,
+        seed: int | None = None,
+        batch_size: int = 4096,
+    ) -> AnnData:
+        """Generate cells from groups or from arbitrary embeddings.
+
+        Parameters
+        ----------
+        groups
+            Groups of ``adata`` to generate from (their embeddings are computed from all their
+            cells). Default when ``embedding`` is also ``None``: every group.
+        embedding
+            Embeddings to generate from instead, e.g. an interpolation between two groups:
+            a groups × ``n_latent`` DataFrame (its index names the outputs) or array.
+        n_cells
+            Cells generated per group or embedding.
+        adata
+            Reference AnnData; default: the training data.
+        batch
+            Batch category to generate in. Default: each generated cell copies the batch,
+            covariates and library size of a random cell of its group (of ``adata`` when
+            generating from ``embedding``).
+        seed
+            Seed for reproducible samples.
+
+        Returns
+        -------
+        AnnData of generated cells (raw counts, CSR, for count likelihoods) with the source
+        group or embedding name in ``obs["group"]``.
+        """
+        self._check_if_trained(warn=True)
+        n_cells = _positive_int(n_cells, "n_cells")
+        if groups is not None and embedding is not None:
+            raise ValueError("Pass either `groups` or `embedding`, not both.")
+        adata = self._validate_anndata(adata)
+        if embedding is None:
+            names, z, labels, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
+            donors = [cell_indices[cell_group_ids == g] for g in range(len(names))]
+        else:
+            names, z = self._embedding_input(embedding)
+            donors = [np.arange(adata.n_obs)] * len(names)
+        rng = np.random.default_rng(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+        reference = RegisteredData(self.get_anndata_manager(adata, required=True))
+        if batch is not None:
+            mapping = list(self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping)
+            if str(batch) not in [str(m) for m in mapping]:
+                raise ValueError(f"Unknown batch {batch!r}; known batches: {mapping}.")
+            batch_code = [str(m) for m in mapping].index(str(batch))
+        chunks = []
+        for g, name in enumerate(names):
+            cells = rng.choice(donors[g], n_cells, replace=True)
+            tensors = {k: v.to(self.device) for k, v in reference.rows(cells).items()}
+            if batch is not None:
+                tensors[BATCH_KEY] = torch.full_like(tensors[BATCH_KEY], batch_code)
+            library = None
+            if self.module.count_data:
+                library = self._library_for(tensors, embedding is None)
+            z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(n_cells, -1)
+            chunks.append(self.module.sample_cells(z_rows, tensors, library).cpu().numpy())
+        x = np.concatenate(chunks).astype(np.float32)
+        obs = pd.DataFrame(
+            {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},
+            index=[f"gen_{i}" for i in range(x.shape[0])],
+        )
+        var = pd.DataFrame(index=self.var_names.astype(str))
+        return AnnData(X=sparse.csr_matrix(x) if self.module.count_data else x, obs=obs, var=var)
+
+    def _library_for(self, tensors: dict[str, torch.Tensor], from_group: bool) -> torch.Tensor:
+        """Library sizes: the copied cells' own, or log-normal draws for their batch."""
+        if from_group:
+            return tensors[X_KEY].sum(-1, keepdim=True).clamp(min=1.0)
+        batch = tensors[BATCH_KEY].long().view(-1)
+        mean = self.module.library_log_mean[batch]
+        std = self.module.library_log_std[batch]
+        return torch.exp(mean + std * torch.randn_like(mean)).unsqueeze(-1)
+
+    def _embedding_input(self, embedding) -> tuple[list[str], np.ndarray]:
+        if isinstance(embedding, pd.DataFrame):
+            names, z = [str(i) for i in embedding.index], embedding.to_numpy(dtype=np.float32)
+        else:
+            z = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
+            names = [f"embedding_{i}" for i in range(z.shape[0])]
+        if z.shape[1] != self.module.n_latent or not np.isfinite(z).all():
+            raise ValueError(
+                f"`embedding` must be finite with {self.module.n_latent} columns, got shape {z.shape}."
+            )
+        return names, z
+
+    # ------------------------------------------------------------------------ save / load
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, prefix: str | None = None, **kwargs):
+        """Load a saved model; ``adata`` must have the same features in the same order.
+
+        Raises a ``ValueError`` (scvi-tools only warns) when the var names differ.
+        """
+        if adata is not None:
+            saved = torch.load(
+                os.path.join(dir_path, f"{prefix or ''}model.pt"), map_location="cpu", weights_only=False
+            )
+            saved_names = saved["var_names"]
+            args = saved["attr_dict"]["registry_"]["setup_args"]
+            if not args.get("obsm_key"):
+                rna = (args.get("modalities") or {}).get("rna_layer")
+                names = adata.mod[rna].var_names if rna is not None else adata.var_names
+                if isinstance(saved_names, dict):
+                    saved_names = saved_names.get(rna, next(iter(saved_names.values())))
+                if not np.array_equal(np.asarray(names), np.asarray(saved_names)):
+                    raise ValueError(
+                        f"The AnnData's var names do not match the saved model's "
+                        f"{len(saved_names)} features. Subset and order it like the training "
+                        "data before loading."
+                    )
+        return super().load(dir_path, adata=adata, prefix=prefix, **kwargs)

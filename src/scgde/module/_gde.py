@@ -1,0 +1,142 @@
+"""The GDE torch module: a set encoder and a conditional generator trained together."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+
+from .._constants import (
+    BATCH_KEY,
+    CAT_COVS_KEY,
+    CONT_COVS_KEY,
+    COUNT_LIKELIHOODS,
+    ENCODER_TARGET_SUM,
+    SET_IDS_KEY,
+    X_KEY,
+)
+from ..nn import make_encoder, make_generator
+
+
+class GDEModule(BaseModuleClass):
+    """Generative distribution embedding: ``z = encoder(set)``, ``cells ~ generator(z)``.
+
+    Minibatches are flat: ``tensors[X_KEY]`` holds the cells of several sets and
+    ``tensors[SET_IDS_KEY]`` the set index of each cell. The loss is the generator's per-cell
+    loss (reconstruction plus ``kl_weight`` times KL), averaged over cells.
+
+    Parameters
+    ----------
+    n_input
+        Number of features.
+    n_latent
+        Dimension of the distribution embedding.
+    n_batch
+        Number of batch categories (0 or 1 means no batch conditioning).
+    n_cats_per_cov
+        Number of categories of each extra categorical covariate.
+    n_continuous_cov
+        Number of continuous covariates.
+    encoder, generator
+        Names registered in :data:`scgde.nn.ENCODERS` and :data:`scgde.nn.GENERATORS`.
+    likelihood
+        ``"nb"``, ``"zinb"``, ``"poisson"`` (counts) or ``"gaussian"`` (continuous data).
+    library_log_mean, library_log_std
+        Mean and standard deviation of log library size per batch (count likelihoods), used to
+        draw library sizes when generating from an embedding alone.
+    encoder_kwargs, generator_kwargs
+        Passed to the encoder and generator constructors.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_latent: int = 32,
+        n_batch: int = 0,
+        n_cats_per_cov: list[int] | None = None,
+        n_continuous_cov: int = 0,
+        encoder: str = "deepset",
+        generator: str = "cvae",
+        likelihood: str = "nb",
+        library_log_mean: np.ndarray | None = None,
+        library_log_std: np.ndarray | None = None,
+        encoder_kwargs: dict | None = None,
+        generator_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        self.n_latent = n_latent
+        self.likelihood = likelihood
+        self.count_data = likelihood in COUNT_LIKELIHOODS
+        self.n_batch = n_batch if n_batch > 1 else 0
+        self.n_cats_per_cov = list(n_cats_per_cov or [])
+        self.n_continuous_cov = n_continuous_cov
+        n_covariates = self.n_batch + sum(self.n_cats_per_cov) + n_continuous_cov
+        self.encoder = make_encoder(encoder, n_input, n_latent, **(encoder_kwargs or {}))
+        self.generator = make_generator(
+            generator, n_input, n_latent, n_covariates, likelihood, **(generator_kwargs or {})
+        )
+        n_lib = max(n_batch, 1)
+        mean = np.zeros(n_lib) if library_log_mean is None else np.asarray(library_log_mean)
+        std = np.ones(n_lib) if library_log_std is None else np.asarray(library_log_std)
+        self.register_buffer("library_log_mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("library_log_std", torch.as_tensor(std, dtype=torch.float32))
+
+    # ----------------------------------------------------------------------------- helpers
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the set encoder reads: log1p-normalised counts, or the data as is."""
+        if not self.count_data:
+            return x
+        library = x.sum(-1, keepdim=True).clamp(min=1.0)
+        return torch.log1p(x / library * ENCODER_TARGET_SUM)
+
+    def covariate_vector(self, tensors: dict[str, torch.Tensor], n_cells: int) -> torch.Tensor:
+        """One-hot batch and categorical covariates and the continuous covariates, concatenated."""
+        device = self.library_log_mean.device
+        parts = [torch.zeros((n_cells, 0), device=device)]
+        if self.n_batch:
+            batch = tensors[BATCH_KEY].to(device).long().view(-1)
+            parts.append(F.one_hot(batch, self.n_batch).float())
+        if self.n_cats_per_cov:
+            cats = tensors[CAT_COVS_KEY].to(device).long()
+            for j, n_cat in enumerate(self.n_cats_per_cov):
+                parts.append(F.one_hot(cats[:, j], n_cat).float())
+        if self.n_continuous_cov:
+            parts.append(tensors[CONT_COVS_KEY].to(device).float())
+        return torch.cat(parts, dim=-1)
+
+    # ----------------------------------------------------------------- scvi-tools protocol
+    def _get_inference_input(self, tensors, **kwargs):
+        return {"x": tensors[X_KEY].float(), "set_ids": tensors[SET_IDS_KEY].long().view(-1)}
+
+    @auto_move_data
+    def inference(self, x: torch.Tensor, set_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encode each set of the minibatch; ``z`` is broadcast back to its cells."""
+        x_in = self.encoder_input(x)
+        z_sets = self.encoder(x_in, set_ids, int(set_ids.max()) + 1)
+        return {"x_in": x_in, "z_sets": z_sets, "z": z_sets[set_ids]}
+
+    def _get_generative_input(self, tensors, inference_outputs, **kwargs):
+        return {
+            "x": tensors[X_KEY].float(),
+            "x_in": inference_outputs["x_in"],
+            "z": inference_outputs["z"],
+            "cov": self.covariate_vector(tensors, tensors[X_KEY].shape[0]),
+        }
+
+    @auto_move_data
+    def generative(self, x, x_in, z, cov) -> dict:
+        """Run the generator on the minibatch given each cell's set embedding."""
+        return self.generator(x, x_in, z, cov)
+
+    def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
+        """Generator loss per cell, averaged over the cells of the minibatch."""
+        x = tensors[X_KEY].float()
+        reconstruction, kl = self.generator.loss(x, generative_outputs)
+        loss = torch.mean(reconstruction + kl_weight * kl)
+        return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl)
+
+    @torch.inference_mode()
+    def sample_cells(self, z: torch.Tensor, tensors: dict[str, torch.Tensor], library: torch.Tensor | None):
+        """Generate one cell per row of ``z`` with the covariates in ``tensors``."""
+        return self.generator.sample(z, self.covariate_vector(tensors, z.shape[0]), library)

@@ -1,0 +1,17 @@
+"""Torch building blocks: set encoders, conditional generators and set pooling."""
+
+from ._generators import GENERATORS, CVAEGenerator, make_generator
+from ._segment import segment_mean, segment_sum
+from ._set_encoders import ENCODERS, DeepSetEncoder, SetEncoder, make_encoder
+
+__all__ = [
+    "ENCODERS",
+    "GENERATORS",
+    "CVAEGenerator",
+    "DeepSetEncoder",
+    "SetEncoder",
+    "make_encoder",
+    "make_generator",
+    "segment_mean",
+    "segment_sum",
+]

@@ -30,7 +30,9 @@ def check_values(matrix, name: str, require_counts: bool, likelihood: str) -> No
         Likelihood name, for the message.
     """
     values = _stored_values(matrix)
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+        values.dtype, np.complexfloating
+    ):
         raise ValueError(f"{name} has dtype {values.dtype}; scgde needs real numbers.")
     is_float = np.issubdtype(values.dtype, np.floating)
     for start in range(0, values.size, _CHUNK):

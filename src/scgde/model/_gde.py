@@ -418,7 +418,11 @@ class GDE(BaseModelClass):
             steps = sets_per_epoch(splitter.n_train, set_size, groups_per_batch)
             max_epochs = int(np.clip(round(_DEFAULT_TARGET_STEPS / steps), 20, 400))
         max_epochs = _positive_int(max_epochs, "max_epochs")
-        plan_kwargs = {"lr": lr, "n_epochs_kl_warmup": max(1, max_epochs // 4), **(plan_kwargs or {})}
+        plan_kwargs = {
+            "lr": lr,
+            "n_epochs_kl_warmup": max(1, max_epochs // 4),
+            **(plan_kwargs or {}),
+        }
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
         trainer_kwargs.setdefault("use_distributed_sampler", False)
@@ -538,7 +542,8 @@ class GDE(BaseModelClass):
         constant = [
             c
             for c in obs.columns
-            if not c.startswith("_scvi") and (c in keys or (grouped[c].nunique(dropna=False) <= 1).all())
+            if not c.startswith("_scvi")
+            and (c in keys or (grouped[c].nunique(dropna=False) <= 1).all())
         ]
         group_obs = grouped[constant].first() if constant else pd.DataFrame(index=range(len(names)))
         for column in constant:
@@ -652,7 +657,9 @@ class GDE(BaseModelClass):
             library = None
             if self.module.count_data:
                 library = self._library_for(tensors, embedding is None)
-            z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(n_cells, -1)
+            z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
+                n_cells, -1
+            )
             chunks.append(self.module.sample_cells(z_rows, tensors, library).cpu().numpy())
         x = np.concatenate(chunks).astype(np.float32)
         obs = pd.DataFrame(
@@ -692,7 +699,9 @@ class GDE(BaseModelClass):
         """
         if adata is not None:
             saved = torch.load(
-                os.path.join(dir_path, f"{prefix or ''}model.pt"), map_location="cpu", weights_only=False
+                os.path.join(dir_path, f"{prefix or ''}model.pt"),
+                map_location="cpu",
+                weights_only=False,
             )
             saved_names = saved["var_names"]
             args = saved["attr_dict"]["registry_"]["setup_args"]

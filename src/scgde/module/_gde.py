@@ -137,6 +137,8 @@ class GDEModule(BaseModuleClass):
         return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl)
 
     @torch.inference_mode()
-    def sample_cells(self, z: torch.Tensor, tensors: dict[str, torch.Tensor], library: torch.Tensor | None):
+    def sample_cells(
+        self, z: torch.Tensor, tensors: dict[str, torch.Tensor], library: torch.Tensor | None
+    ):
         """Generate one cell per row of ``z`` with the covariates in ``tensors``."""
         return self.generator.sample(z, self.covariate_vector(tensors, z.shape[0]), library)

@@ -66,7 +66,9 @@ class CVAEGenerator(nn.Module):
             raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}.")
         self.likelihood = likelihood
         self.n_latent_cell = n_latent_cell
-        self.cell_encoder = mlp(n_input + n_latent_dist, 2 * n_latent_cell, n_hidden, n_layers, dropout)
+        self.cell_encoder = mlp(
+            n_input + n_latent_dist, 2 * n_latent_cell, n_hidden, n_layers, dropout
+        )
         self.decoder_body = mlp(
             n_latent_cell + n_latent_dist + n_covariates, n_hidden, n_hidden, n_layers, dropout
         )

@@ -146,7 +146,12 @@ class DeepSetEncoder(SetEncoder):
     """
 
     def __init__(
-        self, n_input: int, n_latent: int, n_hidden: int = 128, n_layers: int = 2, dropout: float = 0.0
+        self,
+        n_input: int,
+        n_latent: int,
+        n_hidden: int = 128,
+        n_layers: int = 2,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.n_set_layers = n_layers
@@ -175,4 +180,3 @@ def make_encoder(name: str, n_input: int, n_latent: int, **kwargs) -> SetEncoder
     if name not in ENCODERS:
         raise ValueError(f"Unknown encoder {name!r}; choose one of {sorted(ENCODERS)}.")
     return ENCODERS[name](n_input, n_latent, **kwargs)
-

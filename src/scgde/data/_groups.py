@@ -12,12 +12,12 @@ from .._constants import COMBINED_GROUP_SEPARATOR
 
 def as_key_list(group_key: str | Sequence[str]) -> list[str]:
     """``group_key`` as a non-empty list of obs column names."""
-    keys = [group_key] if isinstance(group_key, str) else list(group_key)
-    if not keys or not all(isinstance(k, str) for k in keys):
+    keys = [group_key] if isinstance(group_key, str) else group_key
+    if not isinstance(keys, list | tuple) or not keys or not all(isinstance(k, str) for k in keys):
         raise ValueError(
             f"`group_key` must be an obs column name or a list of them, got {group_key!r}."
         )
-    return keys
+    return list(keys)
 
 
 def group_labels(obs: pd.DataFrame, group_key: str | Sequence[str]) -> pd.Categorical:

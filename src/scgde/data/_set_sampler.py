@@ -12,8 +12,8 @@ class GroupSetSampler(torch.utils.data.Sampler):
     """Yield ``(cell_indices, set_ids)`` for minibatches of sets.
 
     Each minibatch draws ``groups_per_batch`` groups (cycling through random permutations of the
-    groups, so every group is drawn equally often and a batch repeats a group only when there are
-    fewer groups than ``groups_per_batch``) and subsamples ``set_size`` cells of each without
+    groups, so every group is drawn equally often; a batch repeats a group only when there are
+    fewer groups than ``groups_per_batch``, and then holds every group) and subsamples ``set_size`` cells of each without
     replacement. A group with fewer cells than ``set_size`` contributes all its cells: sets are
     stored flat, so sets of different sizes need no padding.
 
@@ -62,16 +62,34 @@ class GroupSetSampler(torch.utils.data.Sampler):
         base = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         return np.random.default_rng([base, self.rank, self.world_size])
 
+    def _next_groups(self, rng: np.random.Generator, queue: list[int]) -> np.ndarray:
+        """The groups of the next minibatch, taken from ``queue`` (refilled with permutations).
+
+        With at least ``groups_per_batch`` groups, a batch never repeats a group: groups of a new
+        permutation that are already in the batch move to that permutation's end. With fewer
+        groups, every batch holds every group ``groups_per_batch // n_groups`` times and the
+        remainder comes from the queue.
+        """
+        n_groups = len(self.group_cells)
+        repeats, n_from_queue = divmod(self.groups_per_batch, n_groups)
+        if n_groups >= self.groups_per_batch:
+            repeats, n_from_queue = 0, self.groups_per_batch
+        chosen = list(range(n_groups)) * repeats
+        taken: list[int] = []
+        while len(taken) < n_from_queue:
+            if not queue:
+                permutation = rng.permutation(n_groups).tolist()
+                queue.extend([g for g in permutation if g not in taken])
+                queue.extend([g for g in permutation if g in taken])
+            taken.append(queue.pop(0))
+        return np.asarray(chosen + taken, dtype=np.int64)
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = self._rng()
-        n_groups = len(self.group_cells)
-        order = np.empty(0, dtype=np.int64)
+        queue: list[int] = []
         for _ in range(self.n_batches):
-            while order.size < self.groups_per_batch:
-                order = np.concatenate([order, rng.permutation(n_groups)])
-            chosen, order = order[: self.groups_per_batch], order[self.groups_per_batch :]
             indices, set_ids = [], []
-            for set_id, group in enumerate(chosen):
+            for set_id, group in enumerate(self._next_groups(rng, queue)):
                 cells = self.group_cells[group]
                 if cells.size > self.set_size:
                     cells = rng.choice(cells, self.set_size, replace=False)

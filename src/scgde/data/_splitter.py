@@ -72,7 +72,7 @@ class GroupDataSplitter(pl.LightningDataModule):
         self._group_cells = [order[bounds[g] : bounds[g + 1]] for g in range(len(bounds) - 1)]
 
         n_groups = len(self.group_names)
-        n_train = math.ceil(train_size * n_groups)
+        n_train = math.ceil(train_size * n_groups - 1e-9)
         n_val = min(math.floor(validation_size * n_groups + 1e-9), n_groups - n_train)
         if n_train < 2:
             raise ValueError(

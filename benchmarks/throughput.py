@@ -1,0 +1,658 @@
+#!/usr/bin/env python
+"""Training and embedding throughput of scgde ``GDE`` next to scvi-tools ``SCVI``.
+
+Run from the repository root::
+
+    python benchmarks/throughput.py            # default profile (~10 min on 2 cores)
+    python benchmarks/throughput.py --quick    # smoke profile (~2 min)
+
+Two measurements, in the same run, on the bundled real demo data (7,553 cells x 500 genes,
+raw counts, 63 samples, 3 batches):
+
+1. **Training.** Wall time of ``model.train(max_epochs=E)`` for GDE at several set sizes and
+   for SCVI, with fresh models on the same cells. Cells processed are counted from the
+   training minibatches themselves (a Lightning callback) and the steps from
+   ``model.trainer.global_step``; the ratio GDE/SCVI time per cell is computed within each
+   repeat and the median over repeats is reported.
+2. **Embedding.** ``GDE.get_distribution_embedding`` and ``SCVI.get_latent_representation`` on
+   AnnData objects of growing size made by tiling the real demo cells into a few large groups.
+   Every (model, size) runs in a fresh subprocess, so its peak memory is not hidden by memory
+   that an earlier measurement freed; peak extra memory is read from the kernel's resettable
+   RSS high-water mark, cross-checked by an RSS sampler thread and by ``tracemalloc``.
+
+The tables are printed and written to ``--output`` (default
+``benchmarks/results/throughput.md``) with the machine, the settings and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_OUTPUT = HERE / "results" / "throughput.md"
+
+PROFILES = {
+    "default": {
+        "repeats": 3,
+        "epochs": 3,
+        "set_sizes": (32, 128, 512),
+        "groups_per_batch": 16,
+        "embed_sizes": (2_000, 20_000, 200_000),
+        "embed_groups": 4,
+        "batch_size": 4096,
+    },
+    "quick": {
+        "repeats": 1,
+        "epochs": 1,
+        "set_sizes": (32, 128, 512),
+        "groups_per_batch": 16,
+        "embed_sizes": (2_000, 20_000),
+        "embed_groups": 4,
+        "batch_size": 4096,
+    },
+}
+
+SCVI_SIZES = {"n_latent": 10, "n_hidden": 128}
+TRAIN_SIZE = 0.9
+GROUP_KEY = "sample"
+BATCH_KEY = "batch"
+WARMUP_CELLS = 1_000  # cells of the untimed warm-up call in each embedding subprocess
+RSS_SAMPLE_S = 0.002  # RSS sampler period
+MiB = 2**20
+
+
+# --------------------------------------------------------------------------------- helpers
+def _quiet() -> None:
+    """Silence Lightning/scvi-tools info logging and known harmless warnings."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    for message in (
+        r".*LeafSpec.*",
+        r".*number of training batches .* is smaller than the logging interval.*",
+        r".*does not have many workers.*",
+        r".*Observation names are not unique.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _proc_status() -> dict[str, int]:
+    """VmRSS / VmHWM / RssAnon of this process in bytes (Linux), else {}."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon"):
+                    out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        status = _proc_status()
+        return bool(status) and status["VmHWM"] <= status["VmRSS"] + 4 * 1024 * 1024
+    except OSError:
+        return False
+
+
+class _RssSampler(threading.Thread):
+    """Sample this process's RSS every ``RSS_SAMPLE_S`` seconds and keep the maximum."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        import psutil
+
+        self._process = psutil.Process()
+        self._stop_event = threading.Event()
+        self.peak = self._process.memory_info().rss
+
+    def run(self):
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(RSS_SAMPLE_S)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+        return self.peak
+
+
+# ----------------------------------------------------------------------------- training
+def _cell_counter():
+    from lightning.pytorch.callbacks import Callback
+
+    class CellCounter(Callback):
+        """Count training steps, cells and sets, and time the optimisation steps."""
+
+        def __init__(self):
+            self.steps = self.cells = self.sets = 0
+            self.step_seconds = 0.0
+            self._t0 = None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            x = batch["X"]
+            self.cells += int(x.shape[0])
+            if "set_ids" in batch:
+                self.sets += int(batch["set_ids"].max()) + 1
+            self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.step_seconds += time.perf_counter() - self._t0
+            self.steps += 1
+
+    return CellCounter()
+
+
+def _train_once(base, kind: str, set_size: int | None, cfg: dict, seed: int, epochs: int):
+    """Train one fresh model; return its measurements and the model."""
+    import scvi
+
+    from scgde.model import GDE
+
+    scvi.settings.seed = seed
+    adata = base.copy()
+    if kind == "scvi":
+        scvi.model.SCVI.setup_anndata(adata, batch_key=BATCH_KEY)
+        model = scvi.model.SCVI(adata, **SCVI_SIZES)
+        # GDE validates every epoch on its held-out groups; make SCVI do the same amount of work
+        kwargs = {"check_val_every_n_epoch": 1}
+    else:
+        GDE.setup_anndata(adata, group_key=GROUP_KEY, batch_key=BATCH_KEY)
+        model = GDE(adata)
+        kwargs = {"set_size": set_size, "groups_per_batch": cfg["groups_per_batch"]}
+    counter = _cell_counter()
+    gc.collect()
+    start = time.perf_counter()
+    model.train(
+        max_epochs=epochs,
+        train_size=TRAIN_SIZE,
+        enable_progress_bar=False,
+        callbacks=[counter],
+        **kwargs,
+    )
+    wall = time.perf_counter() - start
+    steps = int(model.trainer.global_step)
+    if steps != counter.steps:
+        _log(f"warning: trainer.global_step={steps} but {counter.steps} training batches seen")
+    result = {
+        "kind": kind,
+        "set_size": set_size,
+        "epochs": epochs,
+        "steps": steps,
+        "cells": counter.cells,
+        "sets": counter.sets,
+        "wall_s": wall,
+        "step_s": counter.step_seconds,
+    }
+    if kind == "scvi":
+        n_train = len(model.train_indices)
+        result["n_train"] = n_train
+        result["formula_cells"] = epochs * n_train  # epochs x training cells
+    else:
+        mean_set = counter.cells / counter.sets if counter.sets else float("nan")
+        result["mean_cells_per_set"] = mean_set
+        # steps x groups_per_batch x mean cells per set
+        result["formula_cells"] = steps * cfg["groups_per_batch"] * mean_set
+        result["n_train"] = int(sum(model.adata.obs[GROUP_KEY].isin(model.train_groups_)))
+    result["cells_per_s"] = result["cells"] / wall
+    result["step_cells_per_s"] = result["cells"] / counter.step_seconds
+    return result, model
+
+
+def run_training(base, cfg: dict, seed: int):
+    """All repeats of the training benchmark; returns (per-run results, last models)."""
+    configs = [("scvi", None)] + [("gde", s) for s in cfg["set_sizes"]]
+    _log("training: untimed warm-up of SCVI and GDE (1 epoch each)")
+    _train_once(base, "scvi", None, cfg, seed, epochs=1)
+    _train_once(base, "gde", cfg["set_sizes"][0], cfg, seed, epochs=1)
+    runs, models = [], {}
+    for r in range(cfg["repeats"]):
+        # rotate the order each repeat so slow drifts of a shared machine hit every config
+        order = configs[r % len(configs) :] + configs[: r % len(configs)]
+        for kind, set_size in order:
+            result, model = _train_once(base, kind, set_size, cfg, seed + r, cfg["epochs"])
+            result["repeat"] = r
+            runs.append(result)
+            models[(kind, set_size)] = model
+            _log(
+                f"training repeat {r + 1}/{cfg['repeats']}: {kind.upper()}"
+                f"{'' if set_size is None else f' set_size={set_size}'}: {result['steps']} steps,"
+                f" {result['cells']:,} cells, {result['wall_s']:.1f} s,"
+                f" {result['cells_per_s']:,.0f} cells/s"
+            )
+    return runs, models
+
+
+def training_table(runs: list[dict], cfg: dict) -> str:
+    header = [
+        "model",
+        "set size",
+        "groups/step",
+        "epochs",
+        "steps",
+        "mean cells/set",
+        "cells/step",
+        "`train()` wall (s)",
+        "cells/s",
+        "cells/s, steps only",
+        "GDE/SCVI time per cell",
+        "same, steps only",
+    ]
+    rows = []
+    scvi_by_repeat = {r["repeat"]: r for r in runs if r["kind"] == "scvi"}
+    keys = [("scvi", None)] + [("gde", s) for s in cfg["set_sizes"]]
+    for kind, set_size in keys:
+        sel = [r for r in runs if r["kind"] == kind and r["set_size"] == set_size]
+        if kind == "gde":
+            ratios = [
+                scvi_by_repeat[r["repeat"]]["cells_per_s"] / r["cells_per_s"] for r in sel
+            ]
+            step_ratios = [
+                scvi_by_repeat[r["repeat"]]["step_cells_per_s"] / r["step_cells_per_s"]
+                for r in sel
+            ]
+            ratio, step_ratio = _median(ratios), _median(step_ratios)
+        else:
+            ratio = step_ratio = None
+        steps = _median([r["steps"] for r in sel])
+        cells = _median([r["cells"] for r in sel])
+        rows.append(
+            [
+                "SCVI" if kind == "scvi" else "GDE",
+                "—" if set_size is None else str(set_size),
+                "—" if kind == "scvi" else str(cfg["groups_per_batch"]),
+                str(cfg["epochs"]),
+                _fmt(steps),
+                "—" if kind == "scvi" else _fmt(_median([r["mean_cells_per_set"] for r in sel]), 1),
+                _fmt(cells / steps if steps else None),
+                _fmt(_median([r["wall_s"] for r in sel]), 1),
+                _fmt(_median([r["cells_per_s"] for r in sel])),
+                _fmt(_median([r["step_cells_per_s"] for r in sel])),
+                "1 (reference)" if kind == "scvi" else f"{ratio:.2f}×",
+                "1 (reference)" if kind == "scvi" else f"{step_ratio:.2f}×",
+            ]
+        )
+    return _table(header, rows)
+
+
+# ---------------------------------------------------------------------------- embedding
+def tiled_adata(base, n_cells: int, n_groups: int):
+    """``n_cells`` copies of the real demo cells (tiled in order) split into ``n_groups`` groups.
+
+    The counts are the real ones, concatenated; the groups are contiguous blocks of the tiled
+    cells and carry no biological meaning: this input is for throughput and memory only.
+    """
+    import numpy as np
+    import pandas as pd
+    from anndata import AnnData
+
+    rows = np.resize(np.arange(base.n_obs), n_cells)
+    sizes = [len(b) for b in np.array_split(np.arange(n_cells), n_groups)]
+    names = [f"tile_group_{g}" for g in range(n_groups)]
+    obs = pd.DataFrame(
+        {
+            GROUP_KEY: pd.Categorical(np.repeat(names, sizes), categories=names),
+            BATCH_KEY: pd.Categorical(
+                np.asarray(base.obs[BATCH_KEY])[rows],
+                categories=base.obs[BATCH_KEY].cat.categories,
+            ),
+        },
+        index=pd.Index([f"cell_{i}" for i in range(n_cells)]),
+    )
+    return AnnData(X=base.X[rows], obs=obs, var=base.var[[]].copy())
+
+
+def _embed_worker(spec: dict) -> dict:
+    """Run in a fresh subprocess: time and measure one model on one input size."""
+    _quiet()
+    if spec["threads"]:
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+    import scvi
+
+    import scgde
+    from scgde.model import GDE
+
+    base = scgde.datasets.demo()
+    if spec["kind"] == "gde":
+        model = GDE.load(spec["model_dir"], adata=base)
+
+        def call(adata):
+            return model.get_distribution_embedding(
+                adata, key_added=None, batch_size=spec["batch_size"]
+            )
+    else:
+        model = scvi.model.SCVI.load(spec["model_dir"], adata=base)
+
+        def call(adata):
+            return model.get_latent_representation(adata, batch_size=spec["batch_size"])
+
+    # page in code and lazily initialised state on a small input first (untimed)
+    call(tiled_adata(base, WARMUP_CELLS, spec["n_groups"]))
+    adata = tiled_adata(base, spec["n_cells"], spec["n_groups"])
+    x = adata.X
+    input_bytes = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
+
+    # memory: one untimed call (also the first call on this AnnData, which registers it)
+    gc.collect()
+    time.sleep(0.05)
+    before = _proc_status()
+    hwm_ok = _reset_hwm()
+    sampler = _RssSampler()
+    sampler.start()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    out = call(adata)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    sampled_peak = sampler.stop()
+    after = _proc_status()
+    output_bytes = int(getattr(out, "values", out).nbytes)
+    del out
+
+    times = []
+    for _ in range(spec["repeats"]):
+        gc.collect()
+        start = time.perf_counter()
+        call(adata)
+        times.append(time.perf_counter() - start)
+    return {
+        **{k: spec[k] for k in ("kind", "n_cells", "n_groups", "batch_size")},
+        "times_s": times,
+        "input_mib": input_bytes / MiB,
+        "output_mib": output_bytes / MiB,
+        "hwm_extra_mib": (after["VmHWM"] - before["VmRSS"]) / MiB if hwm_ok else None,
+        "sampled_extra_mib": (sampled_peak - before.get("VmRSS", sampler.peak)) / MiB,
+        "tracemalloc_peak_mib": traced_peak / MiB,
+        "rss_before_mib": before.get("VmRSS", 0) / MiB,
+    }
+
+
+def run_embedding(models: dict, cfg: dict, threads: int | None, workdir: str) -> list[dict]:
+    """Save the trained models and measure each (model, size) in its own subprocess."""
+    model_dirs = {}
+    for kind, model in models.items():
+        model_dirs[kind] = os.path.join(workdir, kind)
+        model.save(model_dirs[kind], overwrite=True)
+    results = []
+    for n_cells in cfg["embed_sizes"]:
+        for kind in ("gde", "scvi"):
+            spec = {
+                "kind": kind,
+                "model_dir": model_dirs[kind],
+                "n_cells": n_cells,
+                "n_groups": cfg["embed_groups"],
+                "batch_size": cfg["batch_size"],
+                "repeats": cfg["repeats"],
+                "threads": threads,
+            }
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(
+                    f"embedding worker {kind} n_cells={n_cells} failed "
+                    f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                )
+            result = json.loads(lines[-1][len("RESULT ") :])
+            results.append(result)
+            _log(
+                f"embedding {kind.upper()} n_cells={n_cells:,}: median "
+                f"{_median(result['times_s']):.2f} s, peak extra RSS "
+                f"{_fmt(result['hwm_extra_mib'], 1)} MiB (subprocess {time.perf_counter() - start:.0f} s)"
+            )
+    return results
+
+
+def embedding_table(results: list[dict]) -> str:
+    header = [
+        "cells",
+        "groups × cells/group",
+        "input X (MiB)",
+        "GDE time (s)",
+        "GDE cells/s",
+        "GDE peak extra RSS (MiB)",
+        "GDE RSS sampled (MiB)",
+        "GDE tracemalloc peak (MiB)",
+        "SCVI latent time (s)",
+        "SCVI cells/s",
+        "SCVI peak extra RSS (MiB)",
+        "GDE/SCVI cells/s",
+    ]
+    rows = []
+    for n_cells in sorted({r["n_cells"] for r in results}):
+        gde = next(r for r in results if r["n_cells"] == n_cells and r["kind"] == "gde")
+        scv = next(r for r in results if r["n_cells"] == n_cells and r["kind"] == "scvi")
+        t_gde, t_scvi = _median(gde["times_s"]), _median(scv["times_s"])
+        per_group = n_cells // gde["n_groups"]
+        rows.append(
+            [
+                f"{n_cells:,}",
+                f"{gde['n_groups']} × {per_group:,}",
+                _fmt(gde["input_mib"], 1),
+                _fmt(t_gde, 2),
+                _fmt(n_cells / t_gde),
+                _fmt(gde["hwm_extra_mib"], 1),
+                _fmt(gde["sampled_extra_mib"], 1),
+                _fmt(gde["tracemalloc_peak_mib"], 1),
+                _fmt(t_scvi, 2),
+                _fmt(n_cells / t_scvi),
+                _fmt(scv["hwm_extra_mib"], 1),
+                f"{(n_cells / t_gde) / (n_cells / t_scvi):.2f}",
+            ]
+        )
+    return _table(header, rows)
+
+
+# --------------------------------------------------------------------------------- main
+def _parse(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Training and embedding throughput of scgde GDE vs scvi-tools SCVI (CPU)."
+    )
+    parser.add_argument("--quick", action="store_true", help="fast smoke profile (~2 min)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="repeats per measurement (default 3; quick 1)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="max_epochs of every training run (default 3)"
+    )
+    parser.add_argument(
+        "--embed-sizes",
+        type=lambda s: tuple(int(v) for v in s.split(",")),
+        default=None,
+        help="comma-separated cell counts of the tiled embedding inputs "
+        "(default 2000,20000,200000; quick 2000,20000)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="scvi.settings.seed (+ repeat)")
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"markdown file (default {DEFAULT_OUTPUT.relative_to(REPO)})"
+    )
+    parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args._worker is not None:
+        print("RESULT " + json.dumps(_embed_worker(json.loads(args._worker))), flush=True)
+        return 0
+
+    t_start = time.perf_counter()
+    _quiet()
+    sys.path.insert(0, str(HERE))
+    from _machine import load_average, machine_info
+
+    load_start = load_average()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import scvi
+
+    import scgde
+
+    profile = "quick" if args.quick else "default"
+    cfg = dict(PROFILES[profile])
+    for key in ("repeats", "epochs", "embed_sizes"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if cfg["repeats"] < 1 or cfg["epochs"] < 1:
+        raise SystemExit("--repeats and --epochs must be >= 1")
+    scvi.settings.seed = args.seed
+    base = scgde.datasets.demo()
+    _log(f"profile {profile}: {cfg}")
+
+    runs, models = run_training(base, cfg, args.seed)
+    train_md = training_table(runs, cfg)
+    print("\n## Training throughput\n\n" + train_md + "\n", flush=True)
+
+    default_set = 128 if 128 in cfg["set_sizes"] else cfg["set_sizes"][0]
+    with tempfile.TemporaryDirectory(prefix="scgde-bench-") as workdir:
+        embed = run_embedding(
+            {"gde": models[("gde", default_set)], "scvi": models[("scvi", None)]},
+            cfg,
+            args.threads,
+            workdir,
+        )
+    embed_md = embedding_table(embed)
+    print("\n## Embedding throughput and memory\n\n" + embed_md + "\n", flush=True)
+
+    runtime = time.perf_counter() - t_start
+    machine = machine_info()
+    machine["load average at start / end (1, 5, 15 min)"] = f"{load_start} / {load_average()}"
+    command = "python benchmarks/throughput.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    n_train_gde = next(r["n_train"] for r in runs if r["kind"] == "gde")
+    n_train_scvi = next(r["n_train"] for r in runs if r["kind"] == "scvi")
+    doc = f"""# Throughput: scgde GDE vs scvi-tools SCVI
+
+Generated by `{command}` (profile **{profile}**) in {runtime / 60:.1f} min.
+
+All numbers are **medians over {cfg["repeats"]} repeat(s)**. The machine is shared and noisy
+(other jobs may run at the same time; see the load averages below): compare rows of the same
+run with each other, and treat absolute numbers as indicative only.
+
+## Machine
+
+{_table(["", ""], [[k, v] for k, v in machine.items()])}
+
+## Settings
+
+- Data: `scgde.datasets.demo()`, real raw counts, {base.n_obs:,} cells × {base.n_vars} genes,
+  {base.obs[GROUP_KEY].nunique()} groups (`obs["{GROUP_KEY}"]`), `batch_key="{BATCH_KEY}"`.
+- Both models: `train_size={TRAIN_SIZE}`, `enable_progress_bar=False`, `max_epochs={cfg["epochs"]}`,
+  CPU, `scvi.settings.seed = {args.seed} + repeat`; every run trains a fresh model.
+  One untimed warm-up training of each model runs first.
+- GDE: default sizes (`GDE(adata)`: n_latent 32, deep-set encoder, CVAE generator),
+  `groups_per_batch={cfg["groups_per_batch"]}`, set sizes {", ".join(map(str, cfg["set_sizes"]))};
+  validation every epoch on its held-out groups (as `GDE.train` always does).
+- SCVI: `n_latent=10, n_hidden=128` (otherwise defaults, minibatch 128),
+  `check_val_every_n_epoch=1` so that it validates every epoch like GDE.
+- Embedding: batch_size {cfg["batch_size"]}, {cfg["embed_groups"]} groups per input, models from
+  the last training repeat (GDE with set size {default_set}).
+
+## 1. Training throughput
+
+{train_md}
+
+- **cells/s** = training cells processed / wall time of `model.train(...)`. Cells are counted
+  from every training minibatch (a Lightning callback); for GDE this equals
+  steps × groups_per_batch × mean cells per set, with steps = `model.trainer.global_step`;
+  for SCVI it equals epochs × training cells ({n_train_scvi:,}). The wall time includes
+  Lightning's set-up, the per-epoch validation and data loading; model construction and
+  `setup_anndata` are not timed. GDE trains on {n_train_gde:,} cells of its training groups.
+- **steps only**: the same cells divided by the summed time of the optimisation steps alone
+  (`on_train_batch_start` → `on_train_batch_end`: forward, backward, optimiser), excluding
+  data loading, validation and set-up.
+- **GDE/SCVI time per cell**: (GDE s/cell) / (SCVI s/cell), computed within each repeat, then
+  the median; above 1 means GDE spends more time per cell than SCVI.
+- Demo groups have ~120 cells, so a set size of 128 or 512 takes (nearly) whole groups and a
+  step of set size 512 holds about as many cells as one of 128. An epoch draws
+  ceil(training cells / set size) sets (at least groups_per_batch), so at set size 512 an epoch
+  is a single step and fixed per-run/per-epoch costs weigh most.
+
+## 2. Embedding throughput and memory
+
+{embed_md}
+
+- Inputs are **synthetic in size only**: the real demo counts concatenated (tiled) to the given
+  number of cells and cut into {cfg["embed_groups"]} contiguous groups, with the real batch of each
+  copied cell. The groups have no biological meaning; the group size grows with the input.
+- GDE: `get_distribution_embedding(adata, key_added=None, batch_size={cfg["batch_size"]})` (the embedding
+  only; nothing written to the AnnData), which streams every group's cells in chunks of
+  {cfg["batch_size"]} cells through the encoder (one pass per pooling level). SCVI:
+  `get_latent_representation(adata, batch_size={cfg["batch_size"]})` on the same AnnData; its output has one
+  row per cell. Both are given the tiled AnnData as new data, so the call includes
+  scvi-tools' AnnData validation and (first call) registration.
+- **time / cells/s**: median wall time of {cfg["repeats"]} call(s) after one untimed call on the
+  same AnnData and one on a {WARMUP_CELLS:,}-cell warm-up input.
+- **peak extra RSS**: every (model, size) runs in a fresh subprocess; for the first call on
+  the input, the kernel's peak-RSS mark is reset (`/proc/self/clear_refs`) and the extra memory
+  is VmHWM after the call − VmRSS before it (exact, not sampled). The input AnnData is built
+  before and is *not* included (its X size is listed). **RSS sampled**: the same from a
+  thread reading RSS every {RSS_SAMPLE_S * 1000:.0f} ms (can miss short peaks).
+  **tracemalloc peak**: Python/NumPy allocations during that call (torch tensors are not
+  traced). That call also runs tracemalloc and the sampler, so it is not timed.
+- Memory that the warm-up call left in the allocator's free lists can be reused and so is not
+  counted; it is bounded by the warm-up's own peak on {WARMUP_CELLS:,} cells.
+"""
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(doc)
+    print(f"\nTotal runtime: {runtime / 60:.1f} min. Written to {args.output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

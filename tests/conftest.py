@@ -1,0 +1,13 @@
+"""Shared pytest configuration."""
+
+import os
+
+import torch
+
+
+def pytest_configure(config):
+    # The tests use tiny tensors, for which intra-op parallelism only adds overhead; on a loaded
+    # 2-core machine the spinning worker threads made the suite ~3x slower. Respect an explicit
+    # OMP_NUM_THREADS.
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)

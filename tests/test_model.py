@@ -1,0 +1,403 @@
+"""End-to-end tests of scgde.model.GDE on a small subset of the real demo data."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scvi
+from scipy import sparse
+
+import scgde
+from scgde.model import GDE
+
+
+def _small_demo(n_samples=12, n_cells=40, n_genes=200):
+    """A few samples of the real demo data (HC and Severe), few cells and genes."""
+    adata = scgde.datasets.demo()
+    samples = (
+        adata.obs.groupby("condition", observed=True)["sample"]
+        .apply(lambda s: sorted(s.unique())[: n_samples // 2])
+        .explode()
+    )
+    adata = adata[adata.obs["sample"].isin(samples), :n_genes]
+    keep = adata.obs.groupby("sample", observed=True).head(n_cells).index
+    adata = adata[keep].copy()
+    adata.obs["sample"] = adata.obs["sample"].cat.remove_unused_categories()
+    return adata
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A GDE trained briefly on a small real subset; returns (model, adata)."""
+    scvi.settings.seed = 0
+    adata = _small_demo()
+    GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
+    model = GDE(adata, n_latent=8, encoder_kwargs={"n_hidden": 32}, generator_kwargs={"n_hidden": 32})
+    model.train(max_epochs=3, set_size=16, groups_per_batch=4, enable_progress_bar=False)
+    return model, adata
+
+
+def _fresh_copy(adata):
+    """A copy of ``adata`` without scvi-tools registration, as a user would pass it."""
+    out = adata.copy()
+    out.obs = out.obs.loc[:, [c for c in out.obs.columns if not c.startswith("_scvi")]]
+    out.uns = {k: v for k, v in out.uns.items() if not k.startswith("_scvi")}
+    return out
+
+
+# ------------------------------------------------------------------------- bad input
+def test_missing_group_column_raises_keyerror():
+    adata = _small_demo(4, 10, 20)
+    with pytest.raises(KeyError, match="not_a_column"):
+        GDE.setup_anndata(adata, group_key="not_a_column")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_raises(bad):
+    adata = _small_demo(4, 10, 20)
+    adata.X = adata.X.toarray()
+    adata.X[-1, -1] = bad
+    GDE.setup_anndata(adata, group_key="sample")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        GDE(adata)
+
+
+def test_negative_values_raise():
+    adata = _small_demo(4, 10, 20)
+    adata.X = adata.X.toarray()
+    adata.X[3, 2] = -1
+    GDE.setup_anndata(adata, group_key="sample")
+    with pytest.raises(ValueError, match="negative"):
+        GDE(adata)
+
+
+def test_non_integer_counts_raise_but_gaussian_accepts():
+    adata = _small_demo(4, 10, 20)
+    adata.layers["log"] = sc.pp.log1p(adata.X.copy())
+    GDE.setup_anndata(adata, group_key="sample", layer="log")
+    with pytest.raises(ValueError, match="non-integer"):
+        GDE(adata, likelihood="nb")
+    model = GDE(adata, likelihood="gaussian")
+    assert model.module.likelihood == "gaussian"
+
+
+def test_single_group_raises():
+    adata = _small_demo(4, 10, 20)
+    adata.obs["one"] = "a"
+    GDE.setup_anndata(adata, group_key="one")
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        GDE(adata)
+
+
+def test_too_few_training_groups_raise():
+    adata = _small_demo(2, 10, 20)
+    GDE.setup_anndata(adata, group_key="sample")
+    model = GDE(adata)
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        model.train(max_epochs=1, train_size=0.5, enable_progress_bar=False)
+
+
+@pytest.mark.parametrize("name", ["set_size", "groups_per_batch", "max_epochs"])
+@pytest.mark.parametrize("value", [0, -3, 2.5, "8", True])
+def test_non_positive_integer_training_sizes_raise(trained, name, value):
+    model, _ = trained
+    with pytest.raises(ValueError, match=name):
+        model.train(**{name: value})
+
+
+def test_group_without_cells_after_subsetting_raises(trained):
+    model, adata = trained
+    first = adata.obs["sample"].cat.categories[0]
+    subset = _fresh_copy(adata[adata.obs["sample"] != first])
+    with pytest.raises(ValueError, match="no cells"):
+        model.get_distribution_embedding(subset, groups=[first], key_added=None)
+
+
+def test_var_names_mismatch_raises(trained):
+    model, adata = trained
+    other = _fresh_copy(adata)
+    other.var_names = [f"gene{i}" for i in range(other.n_vars)]
+    with pytest.raises(ValueError, match="var names"):
+        model.get_distribution_embedding(other, key_added=None)
+    reordered = _fresh_copy(adata)[:, ::-1].copy()
+    with pytest.raises(ValueError, match="var names"):
+        model.get_distribution_embedding(reordered, key_added=None)
+
+
+def test_unseen_batch_raises_but_unseen_group_is_accepted(trained):
+    model, adata = trained
+    new = _fresh_copy(adata)
+    new.obs["sample"] = "new_" + new.obs["sample"].astype(str)
+    table = model.get_distribution_embedding(new, key_added=None)
+    assert all(name.startswith("new_") for name in table.index)
+    new.obs["batch"] = new.obs["batch"].astype(str)
+    new.obs.iloc[0, new.obs.columns.get_loc("batch")] = "B99"
+    with pytest.raises(ValueError, match="B99"):
+        model.get_distribution_embedding(new, key_added=None)
+
+
+def test_load_with_mismatched_var_names_raises(trained, tmp_path):
+    model, adata = trained
+    model.save(tmp_path / "m", overwrite=True)
+    other = _fresh_copy(adata)
+    other.var_names = [f"gene{i}" for i in range(other.n_vars)]
+    with pytest.raises(ValueError, match="var names"):
+        GDE.load(tmp_path / "m", adata=other)
+
+
+# ----------------------------------------------------------------- user data untouched
+def test_user_anndata_only_gets_documented_keys():
+    adata = _small_demo(6, 20, 50)
+    before = adata.copy()
+    GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
+    model = GDE(adata, n_latent=4)
+    model.train(max_epochs=1, set_size=8, groups_per_batch=2, enable_progress_bar=False)
+    model.get_distribution_embedding()
+    model.get_group_adata()
+    model.get_latent_representation()
+    model.sample(n_cells=3)
+    assert (adata.X != before.X).nnz == 0
+    added_obs = set(adata.obs.columns) - set(before.obs.columns)
+    assert added_obs == {"_scvi_batch"}
+    pd.testing.assert_frame_equal(adata.obs[before.obs.columns], before.obs)
+    assert set(adata.uns) - set(before.uns) == {"_scvi_uuid", "_scvi_manager_uuid", "X_gde", "gde"}
+    assert set(adata.obsm) == {"X_gde"}
+    assert adata.var.equals(before.var) and not adata.layers
+
+
+def test_failed_embedding_writes_nothing(trained):
+    model, adata = trained
+    new = _fresh_copy(adata)
+    with pytest.raises(ValueError):
+        model.get_distribution_embedding(new, groups=["no_such_group"])
+    assert "X_gde" not in new.uns and "X_gde" not in new.obsm
+
+
+# --------------------------------------------------------------------------- outputs
+def test_embedding_written_the_scanpy_way(trained):
+    model, adata = trained
+    table = model.get_distribution_embedding(key_added="X_test")
+    groups = list(adata.obs["sample"].cat.categories)
+    assert list(table.index) == groups and table.shape == (len(groups), 8)
+    assert adata.uns["X_test"].equals(table)
+    per_cell = adata.obsm["X_test"]
+    for group in groups[:3]:
+        rows = per_cell[(adata.obs["sample"] == group).to_numpy()]
+        np.testing.assert_array_equal(rows, np.tile(table.loc[group].to_numpy(), (len(rows), 1)))
+    assert adata.uns["gde"]["key_added"] == "X_test" and adata.uns["gde"]["group_key"] == "sample"
+
+
+def test_embedding_of_a_subset_of_groups_leaves_other_cells_nan(trained):
+    model, adata = trained
+    new = _fresh_copy(adata)
+    wanted = list(adata.obs["sample"].cat.categories[:2])
+    table = model.get_distribution_embedding(new, groups=wanted)
+    assert list(table.index) == wanted
+    inside = new.obs["sample"].isin(wanted).to_numpy()
+    assert np.isfinite(new.obsm["X_gde"][inside]).all()
+    assert np.isnan(new.obsm["X_gde"][~inside]).all()
+
+
+def test_chunked_embedding_equals_one_shot(trained):
+    model, adata = trained
+    one_shot = model.get_distribution_embedding(batch_size=adata.n_obs, key_added=None)
+    chunked = model.get_distribution_embedding(batch_size=7, key_added=None)
+    np.testing.assert_allclose(chunked.to_numpy(), one_shot.to_numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_invariant_to_cell_order_and_replication(trained):
+    model, adata = trained
+    reference = model.get_distribution_embedding(key_added=None)
+    shuffled = _fresh_copy(adata)[np.random.default_rng(1).permutation(adata.n_obs)].copy()
+    np.testing.assert_allclose(
+        model.get_distribution_embedding(shuffled, key_added=None).to_numpy(),
+        reference.to_numpy(),
+        atol=1e-5,
+    )
+    replicated = ad.concat([_fresh_copy(adata)] * 3, index_unique="-")
+    np.testing.assert_allclose(
+        model.get_distribution_embedding(replicated, key_added=None).loc[reference.index],
+        reference.to_numpy(),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda x: x.tocsc(),
+        lambda x: x.toarray(),
+        lambda x: x.toarray().astype(np.int32),
+        lambda x: sparse.csr_matrix(x.astype(np.int64)),
+    ],
+    ids=["csc", "dense-float32", "dense-int32", "csr-int64"],
+)
+def test_matrix_formats_and_dtypes_give_the_same_embedding(trained, convert):
+    model, adata = trained
+    reference = model.get_distribution_embedding(key_added=None)
+    other = _fresh_copy(adata)
+    other.X = convert(other.X)
+    np.testing.assert_allclose(
+        model.get_distribution_embedding(other, key_added=None).to_numpy(),
+        reference.to_numpy(),
+        atol=1e-5,
+    )
+
+
+def test_data_in_a_layer_is_read_from_the_layer():
+    adata = _small_demo(6, 20, 50)
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = sc.pp.log1p(adata.X.copy())  # X now non-integer: must not be read
+    GDE.setup_anndata(adata, group_key="sample", layer="counts")
+    model = GDE(adata, n_latent=4)
+    model.train(max_epochs=1, set_size=8, groups_per_batch=2, enable_progress_bar=False)
+    from_layer = model.get_distribution_embedding(key_added=None)
+    swapped = _fresh_copy(adata)
+    swapped.layers["counts"] = swapped.layers["counts"] * 2
+    doubled = model.get_distribution_embedding(swapped, key_added=None)
+    # the encoder reads library-normalised counts, so doubling every count changes nothing
+    np.testing.assert_allclose(doubled.to_numpy(), from_layer.to_numpy(), atol=1e-5)
+    swapped.layers["counts"] = swapped.layers["counts"][::-1]
+    assert not np.allclose(
+        model.get_distribution_embedding(swapped, key_added=None).to_numpy(),
+        from_layer.to_numpy(),
+        atol=1e-3,
+    )
+
+
+def test_group_adata_for_scanpy(trained):
+    model, adata = trained
+    groups = model.get_group_adata()
+    assert groups.n_obs == adata.obs["sample"].nunique()
+    assert {"sample", "donor", "condition", "batch", "time_point"} <= set(groups.obs.columns)
+    assert "cell_type" not in groups.obs.columns  # varies within groups
+    counts = adata.obs["sample"].value_counts()
+    assert (groups.obs["n_cells"] == counts.loc[groups.obs_names].to_numpy()).all()
+    severe = adata.obs.loc[adata.obs["condition"] == "Severe", "sample"].unique()
+    assert set(groups.obs_names[groups.obs["condition"] == "Severe"]) == set(severe)
+    sc.pp.neighbors(groups, use_rep="X", n_neighbors=4)
+    sc.tl.umap(groups)
+    assert groups.obsm["X_umap"].shape == (groups.n_obs, 2)
+
+
+def test_latent_representation_per_cell(trained):
+    model, adata = trained
+    u = model.get_latent_representation()
+    assert u.shape == (adata.n_obs, model.module.generator.n_latent_cell)
+    subset = model.get_latent_representation(indices=[5, 0, 3])
+    np.testing.assert_allclose(subset, u[[5, 0, 3]], atol=1e-5)
+
+
+def test_sample_counts_from_groups_and_embeddings(trained):
+    model, adata = trained
+    groups = list(adata.obs["sample"].cat.categories[:2])
+    generated = model.sample(groups=groups, n_cells=25, seed=0)
+    assert generated.shape == (50, adata.n_vars)
+    assert list(generated.var_names) == list(adata.var_names)
+    assert generated.obs["group"].value_counts().to_dict() == {groups[0]: 25, groups[1]: 25}
+    values = generated.X.data
+    assert sparse.issparse(generated.X) and (values >= 0).all() and (values == np.round(values)).all()
+    again = model.sample(groups=groups, n_cells=25, seed=0)
+    assert (generated.X != again.X).nnz == 0
+
+    table = model.get_distribution_embedding(key_added=None)
+    midpoint = ((table.iloc[[0]].to_numpy() + table.iloc[[1]].to_numpy()) / 2).astype(np.float32)
+    path = pd.DataFrame(midpoint, index=["midpoint"], columns=table.columns)
+    from_embedding = model.sample(embedding=path, n_cells=10, batch="B1", seed=0)
+    assert list(from_embedding.obs["group"].unique()) == ["midpoint"]
+    with pytest.raises(ValueError, match="Unknown batch"):
+        model.sample(embedding=path, batch="B99")
+    with pytest.raises(ValueError, match="columns"):
+        model.sample(embedding=np.zeros((1, 3)))
+
+
+def test_save_load_roundtrip_gives_identical_embeddings(trained, tmp_path):
+    model, adata = trained
+    before = model.get_distribution_embedding(key_added=None)
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = GDE.load(tmp_path / "model", adata=_fresh_copy(adata))
+    after = loaded.get_distribution_embedding(key_added=None)
+    pd.testing.assert_frame_equal(after, before)
+    assert loaded.group_key == "sample"
+
+
+def test_combined_group_key_defines_sets_by_combination():
+    adata = _small_demo(6, 30, 50)
+    adata.obs["half"] = np.where(np.arange(adata.n_obs) % 2 == 0, "a", "b")
+    GDE.setup_anndata(adata, group_key=["sample", "half"])
+    model = GDE(adata, n_latent=4)
+    model.train(max_epochs=1, set_size=8, groups_per_batch=4, enable_progress_bar=False)
+    table = model.get_distribution_embedding()
+    assert len(table) == 2 * adata.obs["sample"].nunique()
+    assert all(name.endswith((" | a", " | b")) for name in table.index)
+    groups = model.get_group_adata()
+    assert {"sample", "half"} <= set(groups.obs.columns)
+
+
+@pytest.mark.parametrize("likelihood", ["zinb", "poisson"])
+def test_other_count_likelihoods_train(likelihood):
+    adata = _small_demo(6, 20, 50)
+    GDE.setup_anndata(adata, group_key="sample")
+    model = GDE(adata, n_latent=4, likelihood=likelihood)
+    model.train(max_epochs=2, set_size=8, groups_per_batch=4, enable_progress_bar=False)
+    assert np.isfinite(model.history["elbo_train"].to_numpy()).all()
+    assert np.isfinite(model.get_distribution_embedding(key_added=None).to_numpy()).all()
+
+
+def test_gaussian_on_an_obsm_representation():
+    adata = _small_demo(6, 20, 50)
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    sc.pp.pca(adata, n_comps=10)
+    GDE.setup_anndata(adata, group_key="sample", obsm_key="X_pca")
+    model = GDE(adata, n_latent=4, likelihood="gaussian")
+    model.train(max_epochs=2, set_size=8, groups_per_batch=4, enable_progress_bar=False)
+    generated = model.sample(n_cells=5)
+    assert generated.shape == (5 * adata.obs["sample"].nunique(), 10)
+    assert not sparse.issparse(generated.X) and (generated.X < 0).any()
+
+
+def test_setup_mudata_reads_the_rna_modality():
+    import mudata as md
+
+    rna = _small_demo(6, 20, 50)
+    prot = ad.AnnData(np.ones((rna.n_obs, 3), dtype=np.float32), obs=pd.DataFrame(index=rna.obs_names))
+    mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata.obs["sample"] = rna.obs["sample"].to_numpy()
+    GDE.setup_mudata(mdata, group_key="sample", modalities={"rna_layer": "rna"})
+    model = GDE(mdata, n_latent=4)
+    assert model.summary_stats.n_vars == rna.n_vars
+    model.train(max_epochs=1, set_size=8, groups_per_batch=4, enable_progress_bar=False)
+    table = model.get_distribution_embedding()
+    assert table.shape == (rna.obs["sample"].nunique(), 4)
+    assert "X_gde" in mdata.obsm
+
+
+# ------------------------------------------------------------------ learning on real data
+def test_training_on_real_data_learns_group_distributions():
+    """Validation loss drops, and distinct groups embed farther apart than halves of one group."""
+    scvi.settings.seed = 0
+    adata = _small_demo(n_samples=16, n_cells=80, n_genes=300)
+    GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
+    model = GDE(adata, n_latent=16, encoder_kwargs={"n_hidden": 64})
+    model.train(max_epochs=60, set_size=32, groups_per_batch=8, enable_progress_bar=False)
+    validation = model.history["elbo_validation"].to_numpy().ravel()
+    assert validation[-5:].mean() < 0.8 * validation[:1].mean()
+
+    halves = _fresh_copy(adata)
+    rng = np.random.default_rng(0)
+    halves.obs["sample"] = (
+        halves.obs["sample"].astype(str) + np.where(rng.random(halves.n_obs) < 0.5, "|A", "|B")
+    )
+    z = model.get_distribution_embedding(halves, key_added=None)
+    names = adata.obs["sample"].cat.categories
+    within = np.array([np.linalg.norm(z.loc[f"{n}|A"] - z.loc[f"{n}|B"]) for n in names])
+    a_side = z.loc[[f"{n}|A" for n in names]].to_numpy()
+    b_side = z.loc[[f"{n}|B" for n in names]].to_numpy()
+    distances = np.linalg.norm(a_side[:, None] - b_side[None], axis=-1)
+    between = distances[~np.eye(len(names), dtype=bool)]
+    # each half is still nearest to its own other half for most groups
+    nearest_is_self = (distances.argmin(axis=1) == np.arange(len(names))).mean()
+    assert np.median(within) < np.median(between)
+    assert nearest_is_self > 0.5

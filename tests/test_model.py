@@ -341,7 +341,7 @@ def test_other_count_likelihoods_train(likelihood):
     GDE.setup_anndata(adata, group_key="sample")
     model = GDE(adata, n_latent=4, likelihood=likelihood)
     model.train(max_epochs=2, set_size=8, groups_per_batch=4, enable_progress_bar=False)
-    assert np.isfinite(model.history["elbo_train"].to_numpy()).all()
+    assert np.isfinite(model.history["elbo_train"].to_numpy(dtype=float)).all()
     assert np.isfinite(model.get_distribution_embedding(key_added=None).to_numpy()).all()
 
 
@@ -382,7 +382,7 @@ def test_training_on_real_data_learns_group_distributions():
     GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
     model = GDE(adata, n_latent=16, encoder_kwargs={"n_hidden": 64})
     model.train(max_epochs=60, set_size=32, groups_per_batch=8, enable_progress_bar=False)
-    validation = model.history["elbo_validation"].to_numpy().ravel()
+    validation = model.history["elbo_validation"].to_numpy(dtype=float).ravel()
     assert validation[-5:].mean() < 0.8 * validation[:1].mean()
 
     halves = _fresh_copy(adata)

@@ -124,7 +124,7 @@ class GDE(BaseModelClass):
         )
         log_mean, log_std = self._library_statistics(likelihood, n_batch)
         self.module = self._module_cls(
-            n_input=self.summary_stats.n_vars,
+            n_input=self.adata_manager.get_from_registry(X_KEY).shape[1],
             n_latent=n_latent,
             n_batch=n_batch,
             n_cats_per_cov=n_cats_per_cov,
@@ -294,8 +294,7 @@ class GDE(BaseModelClass):
         """
         if adata is None or adata is self.adata:
             return super()._validate_anndata(adata, copy_if_view)
-        if self.get_anndata_manager(adata) is None:
-            self._check_compatible(adata)
+        self._check_compatible(adata)
         adata = super()._validate_anndata(adata, copy_if_view)
         self._check_data(self.get_anndata_manager(adata, required=True), self.module.likelihood)
         return adata

@@ -19,8 +19,22 @@ def test_embed_input_file_writes_three_outputs(tmp_path):
     before = source.read_bytes()
     out = tmp_path / "out" / "result.h5ad"
     code = main(
-        ["embed", str(source), "--group-key", "sample", "--batch-key", "batch",
-         "--output", str(out), "--max-epochs", "2", "--n-latent", "4", "--set-size", "16"]
+        [
+            "embed",
+            str(source),
+            "--group-key",
+            "sample",
+            "--batch-key",
+            "batch",
+            "--output",
+            str(out),
+            "--max-epochs",
+            "2",
+            "--n-latent",
+            "4",
+            "--set-size",
+            "16",
+        ]
     )
     assert code == 0
     assert source.read_bytes() == before  # the input file is never touched
@@ -32,7 +46,9 @@ def test_embed_input_file_writes_three_outputs(tmp_path):
     png = out.with_name("result_groups_umap.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "result.h5ad", "result_groups.h5ad", "result_groups_umap.png"
+        "result.h5ad",
+        "result_groups.h5ad",
+        "result_groups_umap.png",
     ]  # no temporary files left behind
 
 
@@ -40,7 +56,9 @@ def test_embed_reports_a_missing_group_column(tmp_path, capsys):
     adata = scgde.datasets.demo()[:200, :50].copy()
     source = tmp_path / "in.h5ad"
     adata.write_h5ad(source)
-    code = main(["embed", str(source), "--group-key", "patient", "--output", str(tmp_path / "o.h5ad")])
+    code = main(
+        ["embed", str(source), "--group-key", "patient", "--output", str(tmp_path / "o.h5ad")]
+    )
     assert code == 2
     assert "patient" in capsys.readouterr().err
     assert not (tmp_path / "o.h5ad").exists()

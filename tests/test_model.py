@@ -33,7 +33,9 @@ def trained():
     scvi.settings.seed = 0
     adata = _small_demo()
     GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
-    model = GDE(adata, n_latent=8, encoder_kwargs={"n_hidden": 32}, generator_kwargs={"n_hidden": 32})
+    model = GDE(
+        adata, n_latent=8, encoder_kwargs={"n_hidden": 32}, generator_kwargs={"n_hidden": 32}
+    )
     model.train(max_epochs=3, set_size=16, groups_per_batch=4, enable_progress_bar=False)
     return model, adata
 
@@ -297,7 +299,9 @@ def test_sample_counts_from_groups_and_embeddings(trained):
     assert list(generated.var_names) == list(adata.var_names)
     assert generated.obs["group"].value_counts().to_dict() == {groups[0]: 25, groups[1]: 25}
     values = generated.X.data
-    assert sparse.issparse(generated.X) and (values >= 0).all() and (values == np.round(values)).all()
+    assert (
+        sparse.issparse(generated.X) and (values >= 0).all() and (values == np.round(values)).all()
+    )
     again = model.sample(groups=groups, n_cells=25, seed=0)
     assert (generated.X != again.X).nnz == 0
 
@@ -362,7 +366,9 @@ def test_setup_mudata_reads_the_rna_modality():
     import mudata as md
 
     rna = _small_demo(6, 20, 50)
-    prot = ad.AnnData(np.ones((rna.n_obs, 3), dtype=np.float32), obs=pd.DataFrame(index=rna.obs_names))
+    prot = ad.AnnData(
+        np.ones((rna.n_obs, 3), dtype=np.float32), obs=pd.DataFrame(index=rna.obs_names)
+    )
     mdata = md.MuData({"rna": rna, "prot": prot})
     mdata.obs["sample"] = rna.obs["sample"].to_numpy()
     GDE.setup_mudata(mdata, group_key="sample", modalities={"rna_layer": "rna"})
@@ -387,8 +393,8 @@ def test_training_on_real_data_learns_group_distributions():
 
     halves = _fresh_copy(adata)
     rng = np.random.default_rng(0)
-    halves.obs["sample"] = (
-        halves.obs["sample"].astype(str) + np.where(rng.random(halves.n_obs) < 0.5, "|A", "|B")
+    halves.obs["sample"] = halves.obs["sample"].astype(str) + np.where(
+        rng.random(halves.n_obs) < 0.5, "|A", "|B"
     )
     z = model.get_distribution_embedding(halves, key_added=None)
     names = adata.obs["sample"].cat.categories
@@ -401,3 +407,26 @@ def test_training_on_real_data_learns_group_distributions():
     nearest_is_self = (distances.argmin(axis=1) == np.arange(len(names))).mean()
     assert np.median(within) < np.median(between)
     assert nearest_is_self > 0.5
+
+
+def test_early_stopping_needs_validation_groups(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="validation groups"):
+        model.train(max_epochs=2, train_size=1.0, early_stopping=True)
+
+
+def test_early_stopping_monitors_held_out_groups():
+    adata = _small_demo(8, 20, 50)
+    GDE.setup_anndata(adata, group_key="sample")
+    model = GDE(adata, n_latent=4)
+    model.train(
+        max_epochs=4,
+        set_size=8,
+        groups_per_batch=4,
+        train_size=0.75,
+        early_stopping=True,
+        enable_progress_bar=False,
+    )
+    assert model.trainer.early_stopping_callback.monitor == "elbo_validation"
+    assert len(model.validation_groups_) == 2
+    assert set(model.validation_groups_).isdisjoint(model.train_groups_)

@@ -11,11 +11,11 @@ import torch
 class GroupSetSampler(torch.utils.data.Sampler):
     """Yield ``(cell_indices, set_ids)`` for minibatches of sets.
 
-    Each minibatch draws ``groups_per_batch`` groups (cycling through random permutations of the
-    groups, so every group is drawn equally often; a batch repeats a group only when there are
-    fewer groups than ``groups_per_batch``, and then holds every group) and subsamples ``set_size`` cells of each without
-    replacement. A group with fewer cells than ``set_size`` contributes all its cells: sets are
-    stored flat, so sets of different sizes need no padding.
+    Each minibatch draws ``groups_per_batch`` groups, cycling through random permutations of
+    the groups so every group is drawn equally often. A batch repeats a group only when there are
+    fewer groups than ``groups_per_batch``, and then it holds every group. Each set subsamples
+    ``set_size`` cells of its group without replacement; a group with fewer cells contributes
+    all its cells: sets are stored flat, so sets of different sizes need no padding.
 
     Parameters
     ----------

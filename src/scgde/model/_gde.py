@@ -81,7 +81,9 @@ class GDE(BaseModelClass):
     >>> model.train()
     >>> model.get_distribution_embedding()  # writes adata.uns/obsm["X_gde"]
     >>> groups = model.get_group_adata()
-    >>> sc.pp.neighbors(groups, use_rep="X"); sc.tl.umap(groups); sc.pl.umap(groups, color="condition")
+    >>> sc.pp.neighbors(groups, use_rep="X")
+    >>> sc.tl.umap(groups)
+    >>> sc.pl.umap(groups, color="condition")
     """
 
     _module_cls = GDEModule
@@ -441,10 +443,16 @@ class GDE(BaseModelClass):
         return runner()
 
     # ----------------------------------------------------------------------- embeddings
+    def _registered(self, adata) -> RegisteredData:
+        return RegisteredData(self.get_anndata_manager(adata, required=True))
+
     def _chunks(
-        self, adata, cell_indices: np.ndarray, cell_group_ids: np.ndarray, batch_size: int
+        self,
+        data: RegisteredData,
+        cell_indices: np.ndarray,
+        cell_group_ids: np.ndarray,
+        batch_size: int,
     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        data = RegisteredData(self.get_anndata_manager(adata, required=True))
         device = self.device
         for start in range(0, len(cell_indices), batch_size):
             tensors = data.rows(cell_indices[start : start + batch_size])
@@ -458,9 +466,10 @@ class GDE(BaseModelClass):
         batch_size = _positive_int(batch_size, "batch_size")
         module = self.module
         module.eval()
+        data = self._registered(adata)
 
         def chunks():
-            for tensors, ids in self._chunks(adata, cell_indices, cell_group_ids, batch_size):
+            for tensors, ids in self._chunks(data, cell_indices, cell_group_ids, batch_size):
                 yield module.encoder_input(tensors[X_KEY]), ids
 
         z = module.encoder.encode_streaming(chunks, len(names)).cpu().numpy()
@@ -584,7 +593,8 @@ class GDE(BaseModelClass):
         wanted = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         z_t = torch.as_tensor(z, device=self.device)
         out = []
-        for tensors, ids in self._chunks(adata, wanted, group_of_cell[wanted], batch_size):
+        data = self._registered(adata)
+        for tensors, ids in self._chunks(data, wanted, group_of_cell[wanted], batch_size):
             x_in = self.module.encoder_input(tensors[X_KEY])
             out.append(self.module.generator.cell_latent(x_in, z_t[ids]).cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, self.module.generator.n_latent_cell))
@@ -641,14 +651,14 @@ class GDE(BaseModelClass):
         rng = np.random.default_rng(seed)
         if seed is not None:
             torch.manual_seed(seed)
-        reference = RegisteredData(self.get_anndata_manager(adata, required=True))
+        reference = self._registered(adata)
         if batch is not None:
             mapping = list(self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping)
             if str(batch) not in [str(m) for m in mapping]:
                 raise ValueError(f"Unknown batch {batch!r}; known batches: {mapping}.")
             batch_code = [str(m) for m in mapping].index(str(batch))
         chunks = []
-        for g, name in enumerate(names):
+        for g, _name in enumerate(names):
             cells = rng.choice(donors[g], n_cells, replace=True)
             tensors = {k: v.to(self.device) for k, v in reference.rows(cells).items()}
             if batch is not None:
@@ -685,7 +695,8 @@ class GDE(BaseModelClass):
             names = [f"embedding_{i}" for i in range(z.shape[0])]
         if z.shape[1] != self.module.n_latent or not np.isfinite(z).all():
             raise ValueError(
-                f"`embedding` must be finite with {self.module.n_latent} columns, got shape {z.shape}."
+                f"`embedding` must be finite with {self.module.n_latent} columns, "
+                f"got shape {z.shape}."
             )
         return names, z
 

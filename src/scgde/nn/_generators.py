@@ -86,7 +86,7 @@ class CVAEGenerator(nn.Module):
     def likelihood_distribution(
         self, u: torch.Tensor, z: torch.Tensor, cov: torch.Tensor, library: torch.Tensor | None
     ) -> torch.distributions.Distribution:
-        """``p(x | u, z, cov)``; ``library`` is the ``(n_cells, 1)`` total count for count models."""
+        """``p(x | u, z, cov)``; ``library``: ``(n_cells, 1)`` total counts (count models)."""
         hidden = F.gelu(self.decoder_body(torch.cat([u, z, cov], dim=-1)))
         raw = self.decoder_mean(hidden)
         if self.likelihood == "gaussian":

@@ -111,7 +111,7 @@ class SetEncoder(nn.Module):
 
 
 class _MeanContextLayer(nn.Module):
-    """Concatenate each cell's state with its set mean, MLP, residual, input re-injection, LayerNorm."""
+    """Cell state and set mean concatenated, MLP, residual, input re-injection, LayerNorm."""
 
     def __init__(self, n_hidden: int, n_input: int, dropout: float):
         super().__init__()

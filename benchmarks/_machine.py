@@ -83,7 +83,7 @@ def machine_info() -> dict[str, str]:
         usable = os.cpu_count()
     ram = _ram_gib()
     return {
-        "date (UTC)": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "date (UTC)": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "CPU": _cpu_model(),
         "logical cores (usable)": f"{os.cpu_count()} ({usable})",
         "RAM": f"{ram:.1f} GiB" if ram is not None else "unknown",

@@ -46,22 +46,41 @@ def group_labels(obs: pd.DataFrame, group_key: str | Sequence[str]) -> pd.Catego
             f"{list(obs.columns)}. Pass the obs column that names each cell's patient, clone or "
             "perturbation as `group_key`."
         )
-    columns = [obs[k] for k in keys]
-    for key, column in zip(keys, columns, strict=True):
+    codes, names = [], []
+    for key in keys:
+        column = obs[key]
         n_missing = int(column.isna().sum())
         if n_missing:
             raise ValueError(
                 f"adata.obs[{key!r}] has {n_missing} missing values; every cell needs a group. "
                 "Drop or label those cells before calling scgde."
             )
-    if len(columns) == 1:
-        labels = columns[0].astype(str).to_numpy()
-    else:
-        labels = columns[0].astype(str).to_numpy(dtype=object)
-        for column in columns[1:]:
-            labels = labels + COMBINED_GROUP_SEPARATOR + column.astype(str).to_numpy(dtype=object)
-    categorical = pd.Categorical(labels)
-    return categorical.remove_unused_categories()
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes.append(np.asarray(column.cat.codes))
+            names.append(np.asarray(column.cat.categories.astype(str), dtype=object))
+        else:
+            key_codes, uniques = pd.factorize(column, sort=True)
+            codes.append(key_codes.astype(np.int64))
+            names.append(np.asarray(pd.Index(uniques).astype(str), dtype=object))
+    if len(keys) == 1:
+        categorical = pd.Categorical.from_codes(codes[0], categories=pd.Index(names[0]))
+        return categorical.remove_unused_categories()
+    # combine per-column codes into one integer per cell (mixed radix); strings are built only
+    # for the combinations that occur, so memory per cell stays a few bytes
+    combined = codes[0]
+    for key_codes, key_names in zip(codes[1:], names[1:], strict=True):
+        combined = combined * len(key_names) + key_codes
+    present, cell_codes = np.unique(combined, return_inverse=True)
+    labels = np.empty(len(present), dtype=object)
+    remainder = present
+    parts = []
+    for key_names in reversed(names):
+        remainder, digit = np.divmod(remainder, len(key_names))
+        parts.append(key_names[digit])
+    labels[:] = parts[-1]
+    for part in reversed(parts[:-1]):
+        labels = labels + COMBINED_GROUP_SEPARATOR + part
+    return pd.Categorical.from_codes(cell_codes.reshape(-1), categories=pd.Index(labels))
 
 
 def cells_of_groups(
@@ -101,6 +120,7 @@ def cells_of_groups(
     if not names:
         raise ValueError("The AnnData has no cells, so there are no groups to embed.")
     position = pd.Series(np.arange(len(names)), index=names)
-    per_cell = position.reindex(np.asarray(labels, dtype=object)).to_numpy()
-    cell_indices = np.flatnonzero(~np.isnan(per_cell))
-    return names, cell_indices, per_cell[cell_indices].astype(np.int64)
+    position_of_code = position.reindex(labels.categories.astype(str)).fillna(-1).to_numpy()
+    per_cell = position_of_code.astype(np.int64)[np.asarray(labels.codes)]
+    cell_indices = np.flatnonzero(per_cell >= 0)
+    return names, cell_indices, per_cell[cell_indices]

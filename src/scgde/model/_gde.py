@@ -48,6 +48,11 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def _distinct_strings(column: pd.Series) -> set[str]:
+    """The distinct values of an obs column as strings, without a string per cell."""
+    return {str(value) for value in pd.unique(column)}
+
+
 class GDE(BaseModelClass):
     """Generative distribution embedding of groups of cells (patients, clones, perturbations).
 
@@ -317,7 +322,7 @@ class GDE(BaseModelClass):
         batch_key = args.get("batch_key")
         if batch_key is not None:
             known = self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping
-            unseen = sorted(set(adata.obs[batch_key].astype(str)) - {str(c) for c in known})
+            unseen = sorted(_distinct_strings(adata.obs[batch_key]) - {str(c) for c in known})
             if unseen:
                 raise ValueError(
                     f"Batch categories {unseen[:10]} in adata.obs[{batch_key!r}] were not seen in "
@@ -328,7 +333,7 @@ class GDE(BaseModelClass):
         if cat_keys:
             mappings = self.adata_manager.get_state_registry(CAT_COVS_KEY).mappings
             for key in cat_keys:
-                unseen = sorted(set(adata.obs[key].astype(str)) - {str(c) for c in mappings[key]})
+                unseen = sorted(_distinct_strings(adata.obs[key]) - {str(c) for c in mappings[key]})
                 if unseen:
                     raise ValueError(
                         f"Categories {unseen[:10]} of covariate {key!r} were not seen in training."

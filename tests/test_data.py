@@ -490,3 +490,20 @@ def test_sets_per_epoch(n_cells, set_size, groups_per_batch, expected):
     assert n_batches * groups_per_batch * set_size >= n_cells
     assert n_batches >= 1
     assert (n_batches - 1) * groups_per_batch < max(math.ceil(n_cells / set_size), groups_per_batch)
+
+
+def test_splitter_shares_an_epoch_between_distributed_ranks(monkeypatch):
+    import scgde.data._splitter as splitter_module
+
+    _, manager, labels = _registered_adata(SIZES)
+    splitter = GroupDataSplitter(manager, labels, set_size=4, groups_per_batch=2, train_size=0.7)
+    single = splitter.train_dataloader()
+    monkeypatch.setattr(splitter_module, "_distributed_rank", lambda: (1, 2))
+    shard = splitter.train_dataloader()
+    assert len(shard) == -(-len(single) // 2)
+    assert (shard.sampler.rank, shard.sampler.world_size) == (1, 2)
+    cells_rank_1 = [b[X_KEY][:, 0].tolist() for b in splitter.val_dataloader()]
+    monkeypatch.setattr(splitter_module, "_distributed_rank", lambda: (0, 2))
+    cells_rank_0 = [b[X_KEY][:, 0].tolist() for b in splitter.val_dataloader()]
+    assert len(cells_rank_0) == len(cells_rank_1)
+    assert cells_rank_0 != cells_rank_1  # the two ranks evaluate different sets

@@ -1,11 +1,13 @@
 """Write the tutorial notebooks from the cell sources below.
 
-Run ``python tutorials/_build_notebooks.py`` after editing a source.
+Run ``python tutorials/_build_notebooks.py [--execute]`` after editing a source; with
+``--execute`` the notebooks are run and saved with their outputs, so they read well on the web.
 
 Keeping the sources here makes the notebooks easy to review in a diff; the notebooks are
-committed without outputs and executed by ``tests/test_tutorials.py``.
+executed again by ``tests/test_tutorials.py`` so they cannot rot.
 """
 
+import sys
 from pathlib import Path
 
 import nbformat
@@ -177,8 +179,8 @@ print("identical after reload:", np.allclose(again.to_numpy(), embedding.to_nump
 ]
 
 
-def build(cells, path: Path) -> None:
-    """Write ``cells`` (pairs of kind and source) as a notebook without outputs."""
+def build(cells, path: Path, execute: bool = False) -> None:
+    """Write ``cells`` (pairs of kind and source) as a notebook, run it first if ``execute``."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
@@ -189,8 +191,12 @@ def build(cells, path: Path) -> None:
         "display_name": "Python 3",
         "language": "python",
     }
+    if execute:
+        from nbclient import NotebookClient
+
+        NotebookClient(nb, timeout=1200, resources={"metadata": {"path": str(HERE)}}).execute()
     nbformat.write(nb, path)
 
 
 if __name__ == "__main__":
-    build(SAMPLES, HERE / "01_embed_samples.ipynb")
+    build(SAMPLES, HERE / "01_embed_samples.ipynb", execute="--execute" in sys.argv)

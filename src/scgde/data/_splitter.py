@@ -107,7 +107,10 @@ class GroupDataSplitter(pl.LightningDataModule):
             [self._group_cells[g] for g in groups],
             set_size=self.set_size,
             groups_per_batch=self.groups_per_batch,
-            n_batches=sets_per_epoch(n_cells, self.set_size, self.groups_per_batch),
+            # in distributed training the ranks share an epoch's minibatches
+            n_batches=math.ceil(
+                sets_per_epoch(n_cells, self.set_size, self.groups_per_batch) / world_size
+            ),
             seed=seed,
             rank=rank,
             world_size=world_size,

@@ -432,6 +432,7 @@ class GDE(BaseModelClass):
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
         trainer_kwargs.setdefault("use_distributed_sampler", False)
+        trainer_kwargs.setdefault("log_every_n_steps", min(10, splitter.n_batches_train))
         runner = self._train_runner_cls(
             self,
             training_plan=training_plan,

@@ -430,3 +430,15 @@ def test_early_stopping_monitors_held_out_groups():
     assert model.trainer.early_stopping_callback.monitor == "elbo_validation"
     assert len(model.validation_groups_) == 2
     assert set(model.validation_groups_).isdisjoint(model.train_groups_)
+
+
+@pytest.mark.parametrize("encoder", ["kme", "mean"])
+def test_baseline_encoders_train_and_embed_exactly_in_chunks(encoder):
+    adata = _small_demo(6, 20, 50)
+    GDE.setup_anndata(adata, group_key="sample")
+    model = GDE(adata, n_latent=4, encoder=encoder)
+    model.train(max_epochs=2, set_size=8, groups_per_batch=4, enable_progress_bar=False)
+    one_shot = model.get_distribution_embedding(key_added=None, batch_size=adata.n_obs)
+    chunked = model.get_distribution_embedding(key_added=None, batch_size=9)
+    np.testing.assert_allclose(chunked.to_numpy(), one_shot.to_numpy(), rtol=1e-5, atol=1e-5)
+    assert model.init_params_["non_kwargs"]["encoder"] == encoder

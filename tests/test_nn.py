@@ -225,6 +225,63 @@ def test_encode_streaming_raises_when_a_set_gets_no_cells():
 
 
 # ------------------------------------------------------------------------------ registries
+# ------------------------------------------------------------------------ baseline encoders
+@pytest.mark.parametrize("name", ["kme", "mean"])
+@SETTINGS
+@given(n_cells=st.integers(1, 20), k=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_baseline_encoders_are_distribution_invariant(name, n_cells, k, seed):
+    torch.manual_seed(0)
+    encoder = make_encoder(name, N_INPUT, N_LATENT).eval()
+    x = _cells(n_cells, seed)
+    reference = _encode_one(encoder, x)
+    permuted = x[torch.randperm(n_cells, generator=torch.Generator().manual_seed(seed))]
+    torch.testing.assert_close(_encode_one(encoder, permuted), reference, atol=ATOL, rtol=0)
+    torch.testing.assert_close(_encode_one(encoder, x.repeat(k, 1)), reference, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["kme", "mean"])
+def test_baseline_encoders_stream_exactly(name):
+    torch.manual_seed(0)
+    encoder = make_encoder(name, N_INPUT, N_LATENT).eval()
+    x = _cells(3000, seed=1)
+    set_ids = torch.randint(0, 3, (3000,), generator=torch.Generator().manual_seed(2))
+    calls = []
+    streamed = encoder.encode_streaming(_chunk_factory(x, set_ids, 97, calls), 3)
+    with torch.no_grad():
+        torch.testing.assert_close(streamed, encoder(x, set_ids, 3), atol=ATOL, rtol=1e-5)
+    assert len(calls) == 1  # no set layers: a single pass over the cells
+
+
+def test_mean_encoder_is_a_linear_map_of_the_set_mean():
+    torch.manual_seed(0)
+    encoder = make_encoder("mean", N_INPUT, N_LATENT)
+    x = _cells(40, seed=3)
+    with torch.no_grad():
+        expected = encoder.head(x.mean(0))
+        torch.testing.assert_close(_encode_one(encoder, x), expected, atol=1e-6, rtol=0)
+
+
+def test_kme_features_approximate_a_gaussian_kernel():
+    # Random Fourier features: E[phi(x) . phi(y)] = exp(-|x - y|^2 / (2 bandwidth^2)); each
+    # feature pair contributes a term bounded by 2/D in absolute value, so with D = 20,000 the
+    # estimate has standard deviation below 1 / sqrt(D) ~ 0.007: 0.03 is > 4 standard deviations.
+    encoder = make_encoder("kme", 3, 2, n_features=20_000, bandwidth=1.5, seed=0)
+    x = _cells(6, seed=4, n_input=3)
+    with torch.no_grad():
+        features = encoder.embed_cells(x)
+    approx = features @ features.T
+    exact = torch.exp(-(torch.cdist(x, x) ** 2) / (2 * 1.5**2))
+    torch.testing.assert_close(approx, exact, atol=0.03, rtol=0)
+
+
+def test_kme_bandwidth_is_trained():
+    encoder = make_encoder("kme", N_INPUT, N_LATENT, n_features=64)
+    x = _cells(30, seed=5)
+    encoder(x, torch.zeros(30, dtype=torch.long), 1).sum().backward()
+    assert encoder.log_bandwidth.grad is not None and encoder.log_bandwidth.grad.abs() > 0
+    assert {name for name, _ in encoder.named_buffers()} == {"frequencies", "phases"}
+
+
 def test_registries_and_factories():
     assert "deepset" in ENCODERS
     assert "cvae" in GENERATORS

@@ -2,13 +2,22 @@
 
 from ._generators import GENERATORS, CVAEGenerator, make_generator
 from ._segment import segment_mean, segment_sum
-from ._set_encoders import ENCODERS, DeepSetEncoder, SetEncoder, make_encoder
+from ._set_encoders import (
+    ENCODERS,
+    DeepSetEncoder,
+    KMEEncoder,
+    MeanEncoder,
+    SetEncoder,
+    make_encoder,
+)
 
 __all__ = [
     "ENCODERS",
     "GENERATORS",
     "CVAEGenerator",
     "DeepSetEncoder",
+    "KMEEncoder",
+    "MeanEncoder",
     "SetEncoder",
     "make_encoder",
     "make_generator",

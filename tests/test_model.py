@@ -442,3 +442,21 @@ def test_baseline_encoders_train_and_embed_exactly_in_chunks(encoder):
     chunked = model.get_distribution_embedding(key_added=None, batch_size=9)
     np.testing.assert_allclose(chunked.to_numpy(), one_shot.to_numpy(), rtol=1e-5, atol=1e-5)
     assert model.init_params_["non_kwargs"]["encoder"] == encoder
+
+
+def test_failed_save_keeps_the_previous_model(trained, tmp_path, monkeypatch):
+    model, adata = trained
+    target = tmp_path / "model"
+    model.save(target)
+    before = (target / "model.pt").read_bytes()
+    with pytest.raises(ValueError, match="overwrite"):
+        model.save(target)
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("torch.save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(target, overwrite=True)
+    assert (target / "model.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left

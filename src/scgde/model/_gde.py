@@ -25,6 +25,7 @@ from .._constants import (
     UNS_SETTINGS_KEY,
     X_KEY,
 )
+from .._io import write_dir_atomic
 from ..data import (
     GroupDataSplitter,
     RegisteredData,
@@ -707,6 +708,20 @@ class GDE(BaseModelClass):
         return names, z
 
     # ------------------------------------------------------------------------ save / load
+    def save(self, dir_path: str, overwrite: bool = False, **kwargs) -> None:
+        """Save the model (scvi-tools format) atomically.
+
+        The files are written to a temporary folder beside ``dir_path`` that replaces it only
+        once complete, so a failed save leaves any previous model in ``dir_path`` intact.
+        Other keyword arguments (``prefix``, ``save_anndata``, ...) go to
+        :meth:`scvi.model.base.BaseModelClass.save`.
+        """
+        write_dir_atomic(
+            dir_path,
+            lambda tmp: BaseModelClass.save(self, str(tmp), overwrite=True, **kwargs),
+            overwrite=overwrite,
+        )
+
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, prefix: str | None = None, **kwargs):
         """Load a saved model; ``adata`` must have the same features in the same order.

@@ -36,6 +36,7 @@ from ..data import (
 )
 from ..data._groups import as_key_list
 from ..module import GDEModule
+from ..nn import GENERATORS
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,32 @@ def _distinct_strings(column: pd.Series) -> set[str]:
     return {str(value) for value in pd.unique(column)}
 
 
+def column_statistics(x, chunk_size: int = 10_000) -> dict[str, np.ndarray]:
+    """Per-column ``mean``, ``std``, ``min`` and ``max`` of a dense or sparse matrix.
+
+    Rows are read in chunks; sums and sums of squares are accumulated in float64.
+    """
+    n_obs, n_vars = x.shape
+    total, total_sq = np.zeros(n_vars), np.zeros(n_vars)
+    low, high = np.full(n_vars, np.inf), np.full(n_vars, -np.inf)
+    for start in range(0, n_obs, chunk_size):
+        block = x[start : start + chunk_size]
+        if sparse.issparse(block):
+            total += np.asarray(block.sum(0, dtype=np.float64)).reshape(-1)
+            total_sq += np.asarray(block.multiply(block).sum(0, dtype=np.float64)).reshape(-1)
+            block_min = block.min(axis=0).toarray().reshape(-1)
+            block_max = block.max(axis=0).toarray().reshape(-1)
+        else:
+            block = np.asarray(block, dtype=np.float64)
+            total += block.sum(0)
+            total_sq += np.square(block).sum(0)
+            block_min, block_max = block.min(0), block.max(0)
+        low, high = np.minimum(low, block_min), np.maximum(high, block_max)
+    mean = total / max(n_obs, 1)
+    std = np.sqrt(np.maximum(total_sq / max(n_obs, 1) - mean**2, 0.0))
+    return {"mean": mean, "std": std, "min": low, "max": high}
+
+
 class GDE(BaseModelClass):
     """Generative distribution embedding of groups of cells (patients, clones, perturbations).
 
@@ -70,7 +97,9 @@ class GDE(BaseModelClass):
     encoder
         Set encoder, a name in :data:`scgde.nn.ENCODERS` (``"deepset"``).
     generator
-        Conditional generator, a name in :data:`scgde.nn.GENERATORS` (``"cvae"``).
+        Conditional generator, a name in :data:`scgde.nn.GENERATORS`: ``"cvae"`` or
+        ``"diffusion"`` (DDPM; continuous data with ``likelihood="gaussian"`` only, standardised
+        per feature with statistics of the training data).
     likelihood
         ``"nb"`` (default), ``"zinb"`` or ``"poisson"`` for raw counts; ``"gaussian"`` for
         continuous data (log-normalised values, a representation in ``obsm``).
@@ -131,6 +160,13 @@ class GDE(BaseModelClass):
             else 0
         )
         log_mean, log_std = self._library_statistics(likelihood, n_batch)
+        # generators that standardise their data (diffusion) get the training data's
+        # statistics; they keep them as buffers, so a loaded model uses the saved ones
+        module_generator_kwargs = dict(generator_kwargs or {})
+        if getattr(GENERATORS.get(generator), "uses_feature_statistics", False):
+            stats = column_statistics(self.adata_manager.get_from_registry(X_KEY))
+            for name, value in stats.items():
+                module_generator_kwargs.setdefault(f"feature_{name}", value)
         self.module = self._module_cls(
             n_input=self.adata_manager.get_from_registry(X_KEY).shape[1],
             n_latent=n_latent,
@@ -143,7 +179,7 @@ class GDE(BaseModelClass):
             library_log_mean=log_mean,
             library_log_std=log_std,
             encoder_kwargs=encoder_kwargs,
-            generator_kwargs=generator_kwargs,
+            generator_kwargs=module_generator_kwargs,
         )
         self._model_summary_string = (
             f"GDE: {len(labels.categories)} groups, encoder={encoder!r}, generator={generator!r}, "
@@ -617,6 +653,7 @@ class GDE(BaseModelClass):
         batch: str | None = None,
         seed: int | None = None,
         batch_size: int = 4096,
+        sampler_kwargs: dict | None = None,
     ) -> AnnData:
         """Generate cells from groups or from arbitrary embeddings.
 
@@ -638,6 +675,10 @@ class GDE(BaseModelClass):
             generating from ``embedding``).
         seed
             Seed for reproducible samples.
+        sampler_kwargs
+            Passed to the generator's ``sample``. For ``generator="diffusion"``:
+            ``{"method": "ddim", "n_sampling_steps": 50}`` for a fast deterministic sampler
+            (default: ancestral DDPM over all training steps).
 
         Returns
         -------
@@ -648,6 +689,8 @@ class GDE(BaseModelClass):
         n_cells = _positive_int(n_cells, "n_cells")
         if groups is not None and embedding is not None:
             raise ValueError("Pass either `groups` or `embedding`, not both.")
+        if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
+            raise ValueError(f"`sampler_kwargs` must be a dict, got {type(sampler_kwargs)}.")
         adata = self._validate_anndata(adata)
         if embedding is None:
             names, z, labels, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
@@ -655,6 +698,7 @@ class GDE(BaseModelClass):
         else:
             names, z = self._embedding_input(embedding)
             donors = [np.arange(adata.n_obs)] * len(names)
+        self.module.eval()
         rng = np.random.default_rng(seed)
         if seed is not None:
             torch.manual_seed(seed)
@@ -676,7 +720,8 @@ class GDE(BaseModelClass):
             z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
                 n_cells, -1
             )
-            chunks.append(self.module.sample_cells(z_rows, tensors, library).cpu().numpy())
+            generated = self.module.sample_cells(z_rows, tensors, library, sampler_kwargs)
+            chunks.append(generated.cpu().numpy())
         x = np.concatenate(chunks).astype(np.float32)
         obs = pd.DataFrame(
             {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},

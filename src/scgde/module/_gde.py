@@ -138,7 +138,16 @@ class GDEModule(BaseModuleClass):
 
     @torch.inference_mode()
     def sample_cells(
-        self, z: torch.Tensor, tensors: dict[str, torch.Tensor], library: torch.Tensor | None
+        self,
+        z: torch.Tensor,
+        tensors: dict[str, torch.Tensor],
+        library: torch.Tensor | None,
+        sampler_kwargs: dict | None = None,
     ):
-        """Generate one cell per row of ``z`` with the covariates in ``tensors``."""
-        return self.generator.sample(z, self.covariate_vector(tensors, z.shape[0]), library)
+        """Generate one cell per row of ``z`` with the covariates in ``tensors``.
+
+        ``sampler_kwargs`` are passed to the generator's ``sample`` (e.g. the diffusion
+        sampler's ``method`` and ``n_sampling_steps``).
+        """
+        cov = self.covariate_vector(tensors, z.shape[0])
+        return self.generator.sample(z, cov, library, **(sampler_kwargs or {}))

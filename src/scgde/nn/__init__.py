@@ -1,5 +1,6 @@
 """Torch building blocks: set encoders, conditional generators and set pooling."""
 
+from ._diffusion import DiffusionGenerator
 from ._generators import GENERATORS, CVAEGenerator, make_generator
 from ._segment import segment_mean, segment_sum
 from ._set_encoders import (
@@ -16,6 +17,7 @@ __all__ = [
     "GENERATORS",
     "CVAEGenerator",
     "DeepSetEncoder",
+    "DiffusionGenerator",
     "KMEEncoder",
     "MeanEncoder",
     "SetEncoder",

@@ -10,8 +10,12 @@ A generator is an ``nn.Module`` with three methods:
 ``sample(z, cov, library)``
     new cells given embeddings.
 
-Adding a generator (e.g. diffusion) means writing such a class and registering it in
-:data:`GENERATORS`; nothing else in scgde changes.
+Adding a generator means writing such a class and registering it in :data:`GENERATORS`;
+nothing else in scgde changes. Extra keyword arguments of ``sample`` are passed through by
+``GDE.sample(sampler_kwargs=...)``. A generator with the class attribute
+``uses_feature_statistics = True`` receives ``feature_mean``, ``feature_std``, ``feature_min``
+and ``feature_max`` of the training data from :class:`scgde.model.GDE`. Registered:
+``"cvae"`` (:class:`CVAEGenerator`) and ``"diffusion"`` (:class:`~scgde.nn.DiffusionGenerator`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import nn
 from torch.distributions import Normal, Poisson, kl_divergence
 
 from .._constants import COUNT_LIKELIHOODS, LIKELIHOODS
+from ._diffusion import DiffusionGenerator
 from ._mlp import mlp
 
 
@@ -123,7 +128,10 @@ class CVAEGenerator(nn.Module):
 
 
 #: Generators by name; add one by writing a class with the interface above and registering it.
-GENERATORS: dict[str, type[nn.Module]] = {"cvae": CVAEGenerator}
+GENERATORS: dict[str, type[nn.Module]] = {
+    "cvae": CVAEGenerator,
+    "diffusion": DiffusionGenerator,
+}
 
 
 def make_generator(

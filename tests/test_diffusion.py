@@ -11,8 +11,8 @@ import torch
 from scipy import sparse
 
 import scgde
+from scgde.data import column_statistics
 from scgde.model import GDE
-from scgde.model._gde import column_statistics
 from scgde.nn import GENERATORS, DiffusionGenerator, make_generator
 from scgde.nn._diffusion import beta_schedule
 

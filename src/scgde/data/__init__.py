@@ -4,6 +4,7 @@ from ._groups import cells_of_groups, group_labels
 from ._registered import RegisteredData
 from ._set_sampler import GroupSetSampler
 from ._splitter import GroupDataSplitter, sets_per_epoch
+from ._statistics import column_statistics
 from ._validation import check_values
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "RegisteredData",
     "cells_of_groups",
     "check_values",
+    "column_statistics",
     "group_labels",
     "sets_per_epoch",
 ]

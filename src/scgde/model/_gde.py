@@ -31,6 +31,7 @@ from ..data import (
     RegisteredData,
     cells_of_groups,
     check_values,
+    column_statistics,
     group_labels,
     sets_per_epoch,
 )
@@ -53,32 +54,6 @@ def _positive_int(value, name: str) -> int:
 def _distinct_strings(column: pd.Series) -> set[str]:
     """The distinct values of an obs column as strings, without a string per cell."""
     return {str(value) for value in pd.unique(column)}
-
-
-def column_statistics(x, chunk_size: int = 10_000) -> dict[str, np.ndarray]:
-    """Per-column ``mean``, ``std``, ``min`` and ``max`` of a dense or sparse matrix.
-
-    Rows are read in chunks; sums and sums of squares are accumulated in float64.
-    """
-    n_obs, n_vars = x.shape
-    total, total_sq = np.zeros(n_vars), np.zeros(n_vars)
-    low, high = np.full(n_vars, np.inf), np.full(n_vars, -np.inf)
-    for start in range(0, n_obs, chunk_size):
-        block = x[start : start + chunk_size]
-        if sparse.issparse(block):
-            total += np.asarray(block.sum(0, dtype=np.float64)).reshape(-1)
-            total_sq += np.asarray(block.multiply(block).sum(0, dtype=np.float64)).reshape(-1)
-            block_min = block.min(axis=0).toarray().reshape(-1)
-            block_max = block.max(axis=0).toarray().reshape(-1)
-        else:
-            block = np.asarray(block, dtype=np.float64)
-            total += block.sum(0)
-            total_sq += np.square(block).sum(0)
-            block_min, block_max = block.min(0), block.max(0)
-        low, high = np.minimum(low, block_min), np.maximum(high, block_max)
-    mean = total / max(n_obs, 1)
-    std = np.sqrt(np.maximum(total_sq / max(n_obs, 1) - mean**2, 0.0))
-    return {"mean": mean, "std": std, "min": low, "max": high}
 
 
 class GDE(BaseModelClass):

@@ -314,6 +314,8 @@ def test_sample_counts_from_groups_and_embeddings(trained):
         model.sample(embedding=path, batch="B99")
     with pytest.raises(ValueError, match="columns"):
         model.sample(embedding=np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="no sampler options"):
+        model.sample(groups=groups, n_cells=2, sampler_kwargs={"method": "ddim"})
 
 
 def test_save_load_roundtrip_gives_identical_embeddings(trained, tmp_path):

@@ -121,8 +121,12 @@ class CVAEGenerator(nn.Module):
         """Posterior mean of the per-cell latent ``u``."""
         return self.posterior(x_in, z).loc
 
-    def sample(self, z, cov, library) -> torch.Tensor:
-        """Draw one cell per row of ``z`` (``u`` from the prior)."""
+    def sample(self, z, cov, library, **sampler_kwargs) -> torch.Tensor:
+        """Draw one cell per row of ``z`` (``u`` from the prior); takes no sampler options."""
+        if sampler_kwargs:
+            raise ValueError(
+                f"The CVAE generator takes no sampler options, got {sorted(sampler_kwargs)}."
+            )
         u = torch.randn(z.shape[0], self.n_latent_cell, device=z.device, dtype=z.dtype)
         return self.likelihood_distribution(u, z, cov, library).sample()
 

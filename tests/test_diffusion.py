@@ -8,9 +8,9 @@ import pytest
 import scanpy as sc
 import scvi
 import torch
+from _helpers import fresh_copy, small_demo
 from scipy import sparse
 
-import scgde
 from scgde.data import column_statistics
 from scgde.model import GDE
 from scgde.nn import GENERATORS, DiffusionGenerator, make_generator
@@ -254,25 +254,6 @@ def test_column_statistics_in_chunks_match_numpy(fmt, chunk_size):
 
 
 # --------------------------------------------------------------------------- end to end
-def _small_demo(n_samples=6, n_cells=20, n_genes=50):
-    adata = scgde.datasets.demo()
-    samples = (
-        adata.obs.groupby("condition", observed=True)["sample"]
-        .apply(lambda s: sorted(s.unique())[: n_samples // 2])
-        .explode()
-    )
-    adata = adata[adata.obs["sample"].isin(samples), :n_genes]
-    keep = adata.obs.groupby("sample", observed=True).head(n_cells).index
-    adata = adata[keep].copy()
-    adata.obs["sample"] = adata.obs["sample"].cat.remove_unused_categories()
-    return adata
-
-
-def _fresh_copy(adata):
-    out = adata.copy()
-    out.obs = out.obs.loc[:, [c for c in out.obs.columns if not c.startswith("_scvi")]]
-    out.uns = {k: v for k, v in out.uns.items() if not k.startswith("_scvi")}
-    return out
 
 
 FAST = {"method": "ddim", "n_sampling_steps": 10}
@@ -281,7 +262,7 @@ FAST = {"method": "ddim", "n_sampling_steps": 10}
 @pytest.fixture(scope="module")
 def pca_model():
     scvi.settings.seed = 0
-    adata = _small_demo()
+    adata = small_demo(6, 20, 50)
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
     sc.pp.pca(adata, n_comps=10)
@@ -326,7 +307,7 @@ def test_gde_with_diffusion_save_load_roundtrip(pca_model, tmp_path):
     samples = model.sample(n_cells=5, seed=3, sampler_kwargs=FAST)
     stochastic = model.sample(n_cells=2, seed=3, sampler_kwargs={"n_sampling_steps": 20})
     model.save(tmp_path / "model", overwrite=True)
-    loaded = GDE.load(tmp_path / "model", adata=_fresh_copy(adata))
+    loaded = GDE.load(tmp_path / "model", adata=fresh_copy(adata))
     pd.testing.assert_frame_equal(loaded.get_distribution_embedding(key_added=None), before)
     replayed = loaded.sample(n_cells=5, seed=3, sampler_kwargs=FAST)
     np.testing.assert_array_equal(replayed.X, samples.X)
@@ -335,7 +316,7 @@ def test_gde_with_diffusion_save_load_roundtrip(pca_model, tmp_path):
 
     # the standardisation comes from the saved buffers, not from the AnnData given to load
     two = adata.obs["sample"].cat.categories[:2]
-    subset = _fresh_copy(adata[adata.obs["sample"].isin(two)])
+    subset = fresh_copy(adata[adata.obs["sample"].isin(two)])
     subset.obs["sample"] = subset.obs["sample"].cat.remove_unused_categories()
     assert not np.allclose(subset.obsm["X_pca"].mean(0), adata.obsm["X_pca"].mean(0))
     reloaded = GDE.load(tmp_path / "model", adata=subset)
@@ -347,7 +328,7 @@ def test_gde_with_diffusion_save_load_roundtrip(pca_model, tmp_path):
 
 def test_gde_with_diffusion_on_a_log_normalised_layer():
     scvi.settings.seed = 0
-    adata = _small_demo(n_genes=40)
+    adata = small_demo(6, 20, 40)
     adata.layers["log1p"] = sc.pp.log1p(sc.pp.normalize_total(adata, inplace=False)["X"])
     assert sparse.issparse(adata.layers["log1p"])
     GDE.setup_anndata(adata, group_key="sample", layer="log1p")
@@ -375,7 +356,7 @@ def test_gde_with_diffusion_on_a_log_normalised_layer():
 
 
 def test_gde_with_diffusion_on_counts_raises():
-    adata = _small_demo(4, 10, 20)
+    adata = small_demo(4, 10, 20)
     GDE.setup_anndata(adata, group_key="sample")
     with pytest.raises(ValueError, match="continuous data"):
         GDE(adata, generator="diffusion")

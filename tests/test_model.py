@@ -6,32 +6,17 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scvi
+from _helpers import fresh_copy, small_demo
 from scipy import sparse
 
-import scgde
 from scgde.model import GDE
-
-
-def _small_demo(n_samples=12, n_cells=40, n_genes=200):
-    """A few samples of the real demo data (HC and Severe), few cells and genes."""
-    adata = scgde.datasets.demo()
-    samples = (
-        adata.obs.groupby("condition", observed=True)["sample"]
-        .apply(lambda s: sorted(s.unique())[: n_samples // 2])
-        .explode()
-    )
-    adata = adata[adata.obs["sample"].isin(samples), :n_genes]
-    keep = adata.obs.groupby("sample", observed=True).head(n_cells).index
-    adata = adata[keep].copy()
-    adata.obs["sample"] = adata.obs["sample"].cat.remove_unused_categories()
-    return adata
 
 
 @pytest.fixture(scope="module")
 def trained():
     """A GDE trained briefly on a small real subset; returns (model, adata)."""
     scvi.settings.seed = 0
-    adata = _small_demo()
+    adata = small_demo()
     GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
     model = GDE(
         adata, n_latent=8, encoder_kwargs={"n_hidden": 32}, generator_kwargs={"n_hidden": 32}
@@ -40,24 +25,16 @@ def trained():
     return model, adata
 
 
-def _fresh_copy(adata):
-    """A copy of ``adata`` without scvi-tools registration, as a user would pass it."""
-    out = adata.copy()
-    out.obs = out.obs.loc[:, [c for c in out.obs.columns if not c.startswith("_scvi")]]
-    out.uns = {k: v for k, v in out.uns.items() if not k.startswith("_scvi")}
-    return out
-
-
 # ------------------------------------------------------------------------- bad input
 def test_missing_group_column_raises_keyerror():
-    adata = _small_demo(4, 10, 20)
+    adata = small_demo(4, 10, 20)
     with pytest.raises(KeyError, match="not_a_column"):
         GDE.setup_anndata(adata, group_key="not_a_column")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nan_or_inf_raises(bad):
-    adata = _small_demo(4, 10, 20)
+    adata = small_demo(4, 10, 20)
     adata.X = adata.X.toarray()
     adata.X[-1, -1] = bad
     GDE.setup_anndata(adata, group_key="sample")
@@ -66,7 +43,7 @@ def test_nan_or_inf_raises(bad):
 
 
 def test_negative_values_raise():
-    adata = _small_demo(4, 10, 20)
+    adata = small_demo(4, 10, 20)
     adata.X = adata.X.toarray()
     adata.X[3, 2] = -1
     GDE.setup_anndata(adata, group_key="sample")
@@ -75,7 +52,7 @@ def test_negative_values_raise():
 
 
 def test_non_integer_counts_raise_but_gaussian_accepts():
-    adata = _small_demo(4, 10, 20)
+    adata = small_demo(4, 10, 20)
     adata.layers["log"] = sc.pp.log1p(adata.X.copy())
     GDE.setup_anndata(adata, group_key="sample", layer="log")
     with pytest.raises(ValueError, match="non-integer"):
@@ -85,7 +62,7 @@ def test_non_integer_counts_raise_but_gaussian_accepts():
 
 
 def test_single_group_raises():
-    adata = _small_demo(4, 10, 20)
+    adata = small_demo(4, 10, 20)
     adata.obs["one"] = "a"
     GDE.setup_anndata(adata, group_key="one")
     with pytest.raises(ValueError, match="at least 2 groups"):
@@ -93,7 +70,7 @@ def test_single_group_raises():
 
 
 def test_too_few_training_groups_raise():
-    adata = _small_demo(2, 10, 20)
+    adata = small_demo(2, 10, 20)
     GDE.setup_anndata(adata, group_key="sample")
     model = GDE(adata)
     with pytest.raises(ValueError, match="at least 2 groups"):
@@ -111,25 +88,25 @@ def test_non_positive_integer_training_sizes_raise(trained, name, value):
 def test_group_without_cells_after_subsetting_raises(trained):
     model, adata = trained
     first = adata.obs["sample"].cat.categories[0]
-    subset = _fresh_copy(adata[adata.obs["sample"] != first])
+    subset = fresh_copy(adata[adata.obs["sample"] != first])
     with pytest.raises(ValueError, match="no cells"):
         model.get_distribution_embedding(subset, groups=[first], key_added=None)
 
 
 def test_var_names_mismatch_raises(trained):
     model, adata = trained
-    other = _fresh_copy(adata)
+    other = fresh_copy(adata)
     other.var_names = [f"gene{i}" for i in range(other.n_vars)]
     with pytest.raises(ValueError, match="var names"):
         model.get_distribution_embedding(other, key_added=None)
-    reordered = _fresh_copy(adata)[:, ::-1].copy()
+    reordered = fresh_copy(adata)[:, ::-1].copy()
     with pytest.raises(ValueError, match="var names"):
         model.get_distribution_embedding(reordered, key_added=None)
 
 
 def test_unseen_batch_raises_but_unseen_group_is_accepted(trained):
     model, adata = trained
-    new = _fresh_copy(adata)
+    new = fresh_copy(adata)
     new.obs["sample"] = "new_" + new.obs["sample"].astype(str)
     table = model.get_distribution_embedding(new, key_added=None)
     assert all(name.startswith("new_") for name in table.index)
@@ -142,7 +119,7 @@ def test_unseen_batch_raises_but_unseen_group_is_accepted(trained):
 def test_load_with_mismatched_var_names_raises(trained, tmp_path):
     model, adata = trained
     model.save(tmp_path / "m", overwrite=True)
-    other = _fresh_copy(adata)
+    other = fresh_copy(adata)
     other.var_names = [f"gene{i}" for i in range(other.n_vars)]
     with pytest.raises(ValueError, match="var names"):
         GDE.load(tmp_path / "m", adata=other)
@@ -150,7 +127,7 @@ def test_load_with_mismatched_var_names_raises(trained, tmp_path):
 
 # ----------------------------------------------------------------- user data untouched
 def test_user_anndata_only_gets_documented_keys():
-    adata = _small_demo(6, 20, 50)
+    adata = small_demo(6, 20, 50)
     before = adata.copy()
     GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
     model = GDE(adata, n_latent=4)
@@ -170,7 +147,7 @@ def test_user_anndata_only_gets_documented_keys():
 
 def test_failed_embedding_writes_nothing(trained):
     model, adata = trained
-    new = _fresh_copy(adata)
+    new = fresh_copy(adata)
     with pytest.raises(ValueError):
         model.get_distribution_embedding(new, groups=["no_such_group"])
     assert "X_gde" not in new.uns and "X_gde" not in new.obsm
@@ -192,7 +169,7 @@ def test_embedding_written_the_scanpy_way(trained):
 
 def test_embedding_of_a_subset_of_groups_leaves_other_cells_nan(trained):
     model, adata = trained
-    new = _fresh_copy(adata)
+    new = fresh_copy(adata)
     wanted = list(adata.obs["sample"].cat.categories[:2])
     table = model.get_distribution_embedding(new, groups=wanted)
     assert list(table.index) == wanted
@@ -211,13 +188,13 @@ def test_chunked_embedding_equals_one_shot(trained):
 def test_embedding_invariant_to_cell_order_and_replication(trained):
     model, adata = trained
     reference = model.get_distribution_embedding(key_added=None)
-    shuffled = _fresh_copy(adata)[np.random.default_rng(1).permutation(adata.n_obs)].copy()
+    shuffled = fresh_copy(adata)[np.random.default_rng(1).permutation(adata.n_obs)].copy()
     np.testing.assert_allclose(
         model.get_distribution_embedding(shuffled, key_added=None).to_numpy(),
         reference.to_numpy(),
         atol=1e-5,
     )
-    replicated = ad.concat([_fresh_copy(adata)] * 3, index_unique="-")
+    replicated = ad.concat([fresh_copy(adata)] * 3, index_unique="-")
     np.testing.assert_allclose(
         model.get_distribution_embedding(replicated, key_added=None).loc[reference.index],
         reference.to_numpy(),
@@ -238,7 +215,7 @@ def test_embedding_invariant_to_cell_order_and_replication(trained):
 def test_matrix_formats_and_dtypes_give_the_same_embedding(trained, convert):
     model, adata = trained
     reference = model.get_distribution_embedding(key_added=None)
-    other = _fresh_copy(adata)
+    other = fresh_copy(adata)
     other.X = convert(other.X)
     np.testing.assert_allclose(
         model.get_distribution_embedding(other, key_added=None).to_numpy(),
@@ -248,14 +225,14 @@ def test_matrix_formats_and_dtypes_give_the_same_embedding(trained, convert):
 
 
 def test_data_in_a_layer_is_read_from_the_layer():
-    adata = _small_demo(6, 20, 50)
+    adata = small_demo(6, 20, 50)
     adata.layers["counts"] = adata.X.copy()
     adata.X = sc.pp.log1p(adata.X.copy())  # X now non-integer: must not be read
     GDE.setup_anndata(adata, group_key="sample", layer="counts")
     model = GDE(adata, n_latent=4)
     model.train(max_epochs=1, set_size=8, groups_per_batch=2, enable_progress_bar=False)
     from_layer = model.get_distribution_embedding(key_added=None)
-    swapped = _fresh_copy(adata)
+    swapped = fresh_copy(adata)
     swapped.layers["counts"] = swapped.layers["counts"] * 2
     doubled = model.get_distribution_embedding(swapped, key_added=None)
     # the encoder reads library-normalised counts, so doubling every count changes nothing
@@ -322,14 +299,14 @@ def test_save_load_roundtrip_gives_identical_embeddings(trained, tmp_path):
     model, adata = trained
     before = model.get_distribution_embedding(key_added=None)
     model.save(tmp_path / "model", overwrite=True)
-    loaded = GDE.load(tmp_path / "model", adata=_fresh_copy(adata))
+    loaded = GDE.load(tmp_path / "model", adata=fresh_copy(adata))
     after = loaded.get_distribution_embedding(key_added=None)
     pd.testing.assert_frame_equal(after, before)
     assert loaded.group_key == "sample"
 
 
 def test_combined_group_key_defines_sets_by_combination():
-    adata = _small_demo(6, 30, 50)
+    adata = small_demo(6, 30, 50)
     adata.obs["half"] = np.where(np.arange(adata.n_obs) % 2 == 0, "a", "b")
     GDE.setup_anndata(adata, group_key=["sample", "half"])
     model = GDE(adata, n_latent=4)
@@ -343,7 +320,7 @@ def test_combined_group_key_defines_sets_by_combination():
 
 @pytest.mark.parametrize("likelihood", ["zinb", "poisson"])
 def test_other_count_likelihoods_train(likelihood):
-    adata = _small_demo(6, 20, 50)
+    adata = small_demo(6, 20, 50)
     GDE.setup_anndata(adata, group_key="sample")
     model = GDE(adata, n_latent=4, likelihood=likelihood)
     model.train(max_epochs=2, set_size=8, groups_per_batch=4, enable_progress_bar=False)
@@ -352,7 +329,7 @@ def test_other_count_likelihoods_train(likelihood):
 
 
 def test_gaussian_on_an_obsm_representation():
-    adata = _small_demo(6, 20, 50)
+    adata = small_demo(6, 20, 50)
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
     sc.pp.pca(adata, n_comps=10)
@@ -367,7 +344,7 @@ def test_gaussian_on_an_obsm_representation():
 def test_setup_mudata_reads_the_rna_modality():
     import mudata as md
 
-    rna = _small_demo(6, 20, 50)
+    rna = small_demo(6, 20, 50)
     prot = ad.AnnData(
         np.ones((rna.n_obs, 3), dtype=np.float32), obs=pd.DataFrame(index=rna.obs_names)
     )
@@ -386,14 +363,14 @@ def test_setup_mudata_reads_the_rna_modality():
 def test_training_on_real_data_learns_group_distributions():
     """Validation loss drops, and distinct groups embed farther apart than halves of one group."""
     scvi.settings.seed = 0
-    adata = _small_demo(n_samples=16, n_cells=80, n_genes=300)
+    adata = small_demo(n_samples=16, n_cells=80, n_genes=300)
     GDE.setup_anndata(adata, group_key="sample", batch_key="batch")
     model = GDE(adata, n_latent=16, encoder_kwargs={"n_hidden": 64})
     model.train(max_epochs=60, set_size=32, groups_per_batch=8, enable_progress_bar=False)
     validation = model.history["elbo_validation"].to_numpy(dtype=float).ravel()
     assert validation[-5:].mean() < 0.8 * validation[:1].mean()
 
-    halves = _fresh_copy(adata)
+    halves = fresh_copy(adata)
     rng = np.random.default_rng(0)
     halves.obs["sample"] = halves.obs["sample"].astype(str) + np.where(
         rng.random(halves.n_obs) < 0.5, "|A", "|B"
@@ -418,7 +395,7 @@ def test_early_stopping_needs_validation_groups(trained):
 
 
 def test_early_stopping_monitors_held_out_groups():
-    adata = _small_demo(8, 20, 50)
+    adata = small_demo(8, 20, 50)
     GDE.setup_anndata(adata, group_key="sample")
     model = GDE(adata, n_latent=4)
     model.train(
@@ -436,7 +413,7 @@ def test_early_stopping_monitors_held_out_groups():
 
 @pytest.mark.parametrize("encoder", ["kme", "mean"])
 def test_baseline_encoders_train_and_embed_exactly_in_chunks(encoder):
-    adata = _small_demo(6, 20, 50)
+    adata = small_demo(6, 20, 50)
     GDE.setup_anndata(adata, group_key="sample")
     model = GDE(adata, n_latent=4, encoder=encoder)
     model.train(max_epochs=2, set_size=8, groups_per_batch=4, enable_progress_bar=False)

@@ -22,6 +22,7 @@ from scgde.metrics import (
     bures_squared,
     energy_distance,
     gaussian_fit_error,
+    gaussian_geodesic,
     gaussian_w2,
     gaussian_w2_matrix,
     gmm_w2_squared,
@@ -135,6 +136,46 @@ def test_gaussian_w2_translation():
     # With equal means, shifting one of them adds exactly ||shift||^2.
     same = gaussian_w2(m1, s1, m1, s2)
     assert gaussian_w2(m1 + shift, s1, m1, s2) - same == pytest.approx(shift @ shift, rel=1e-12)
+
+
+def test_gaussian_geodesic_endpoints_and_constant_speed():
+    """McCann interpolation: exact endpoints, and W2(N_0, N_t) = t W2(N_0, N_1) (a geodesic)."""
+    rng = np.random.default_rng(11)
+    m1, m2 = rng.normal(size=4), rng.normal(size=4)
+    s1, s2 = random_spd(rng, 4), random_spd(rng, 4)
+    mean0, cov0 = gaussian_geodesic(m1, s1, m2, s2, 0.0)
+    mean1, cov1 = gaussian_geodesic(m1, s1, m2, s2, 1.0)
+    # round-off of a few 4x4 products and eigendecompositions of O(1) matrices
+    np.testing.assert_allclose(mean0, m1, atol=1e-12)
+    np.testing.assert_allclose(cov0, s1, atol=1e-10)
+    np.testing.assert_allclose(mean1, m2, atol=1e-12)
+    np.testing.assert_allclose(cov1, s2, atol=1e-9)
+    total = gaussian_w2(m1, s1, m2, s2, squared=False)
+    for t in (0.2, 0.5, 0.9):
+        mean_t, cov_t = gaussian_geodesic(m1, s1, m2, s2, t)
+        assert gaussian_w2(m1, s1, mean_t, cov_t, squared=False) == pytest.approx(
+            t * total, rel=1e-7
+        )
+        assert gaussian_w2(mean_t, cov_t, m2, s2, squared=False) == pytest.approx(
+            (1 - t) * total, rel=1e-7
+        )
+
+
+def test_gaussian_geodesic_commuting_covariances():
+    """Diagonal covariances: standard deviations interpolate linearly."""
+    sd1, sd2 = np.array([1.0, 2.0]), np.array([3.0, 0.5])
+    mean, cov = gaussian_geodesic([0, 0], np.diag(sd1**2), [2, -4], np.diag(sd2**2), 0.25)
+    np.testing.assert_allclose(mean, [0.5, -1.0], atol=1e-12)
+    np.testing.assert_allclose(cov, np.diag((0.75 * sd1 + 0.25 * sd2) ** 2), atol=1e-12)
+
+
+def test_gaussian_geodesic_errors():
+    with pytest.raises(ValueError, match="t must be in"):
+        gaussian_geodesic([0, 0], np.eye(2), [1, 1], np.eye(2), 1.5)
+    with pytest.raises(ValueError, match="positive definite"):
+        gaussian_geodesic([0, 0], np.diag([1.0, 0.0]), [1, 1], np.eye(2), 0.5)
+    with pytest.raises(ValueError):
+        gaussian_geodesic([0, 0, 0], np.eye(3), [1, 1], np.eye(2), 0.5)
 
 
 def test_sqrtm_psd():

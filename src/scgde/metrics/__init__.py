@@ -6,6 +6,7 @@ object, e.g. ``points(adata, use_rep="X_pca", mask=adata.obs["donor"] == "A")``.
 
 Gaussian closed forms
     :func:`gaussian_w2`, :func:`bures_squared`, :func:`gaussian_fit_error`,
+    :func:`gaussian_geodesic` (McCann interpolation),
     :func:`gaussian_w2_matrix`, :func:`gmm_w2_squared`, :func:`sqrtm_psd`.
 Sample-based
     :func:`energy_distance`, :func:`mmd` (with :func:`median_bandwidth`),
@@ -15,6 +16,7 @@ Sample-based
 from ._gaussian import (
     bures_squared,
     gaussian_fit_error,
+    gaussian_geodesic,
     gaussian_w2,
     gaussian_w2_matrix,
     gmm_w2_squared,
@@ -28,6 +30,7 @@ __all__ = [
     "bures_squared",
     "energy_distance",
     "gaussian_fit_error",
+    "gaussian_geodesic",
     "gaussian_w2",
     "gaussian_w2_matrix",
     "gmm_w2_squared",

@@ -3,7 +3,7 @@
 
 Run from the repository root::
 
-    python benchmarks/synthetic.py            # CPU profile (sized for <= ~20 min on 2 cores)
+    python benchmarks/synthetic.py            # CPU profile (~25 min on 2 cores)
     python benchmarks/synthetic.py --quick    # smoke profile (~1 min)
     python benchmarks/synthetic.py --full     # the paper's scale, for a GPU (not run on CPU)
 
@@ -28,7 +28,7 @@ Protocol ("Normal" row):
 ``gaussian_mixture_sets(df=10)`` (3 components); a 3-component full-covariance
 ``sklearn.mixture.GaussianMixture`` is fitted to the ``n`` generated points, initialised at the
 true parameters, and scored with ``gmm_w2_squared`` against the truth. The GMM models use the
-same architecture / settings as the Normal ones (deep set + diffusion only, to save time).
+same three models and settings as the Normal row.
 
 The table is printed and written to ``--output`` (default ``benchmarks/results/synthetic.md``)
 with the machine and the settings.
@@ -37,10 +37,8 @@ with the machine and the settings.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +49,9 @@ DEFAULT_OUTPUT = HERE / "results" / "synthetic.md"
 
 DIM = 5
 SET_SIZE = 64
-GROUP_KEY = "set"
 
 PROFILES = {
-    # CPU default: ~20 min on 2 idle cores
+    # CPU default: ~25 min on 2 idle cores
     "default": {
         "n_train_sets": 2_000,
         "max_epochs": 100,
@@ -64,7 +61,7 @@ PROFILES = {
         "groups_per_batch": 16,
         "sampler": {"method": "ddim", "n_sampling_steps": 50},
         "gmm_train_sets": 2_000,
-        "gmm_time_budget_s": 180.0,
+        "gmm_time_budget_s": 150.0,
     },
     # smoke: ~1 min on 2 cores
     "quick": {
@@ -98,126 +95,36 @@ MODELS = [
     ("deepset + CVAE", "deepset", "cvae"),
     ("kme + diffusion", "kme", "diffusion"),
 ]
-GMM_MODELS = [("deepset + diffusion", "deepset", "diffusion")]
 
 
-# --------------------------------------------------------------------------------- helpers
-def _quiet() -> None:
-    import lightning.fabric  # noqa: F401
-    import lightning.pytorch  # noqa: F401
-    import scvi
-
-    scvi.settings.verbosity = logging.WARNING
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    for message in (
-        r".*LeafSpec.*",
-        r".*number of training batches .* is smaller than the logging interval.*",
-        r".*does not have many workers.*",
-        r".*Observation names are not unique.*",
-        r".*not been trained.*",
-    ):
-        warnings.filterwarnings("ignore", message=message)
+sys.path.insert(0, str(HERE))
+from _common import (  # noqa: E402
+    generate_from_sets,
+    log,
+    mean_se,
+    quiet,
+    set_points,
+    table,
+    train_gde,
+)
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _ms(values) -> str:
-    """mean ± standard error."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return "n/a"
-    se = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else float("nan")
-    return f"{values.mean():.4f} ± {se:.4f}"
-
-
-def _time_budget_callback(budget_s: float | None):
-    from lightning.pytorch.callbacks import Callback
-
-    class TimeBudget(Callback):
-        """Stop training at the end of the first epoch past ``budget_s`` seconds."""
-
-        def __init__(self):
-            self.t0 = None
-            self.epochs = 0
-            self.stopped_early = False
-
-        def on_train_start(self, trainer, pl_module):
-            self.t0 = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.epochs += 1
-            if budget_s is not None and time.perf_counter() - self.t0 > budget_s:
-                self.stopped_early = trainer.current_epoch + 1 < trainer.max_epochs
-                trainer.should_stop = True
-
-    return TimeBudget()
-
-
-# ------------------------------------------------------------------------------- training
 def train_model(adata, encoder, generator, cfg, seed, budget_s, n_latent):
-    import scvi
-
-    from scgde.model import GDE
-
-    scvi.settings.seed = seed
-    adata = adata.copy()
-    GDE.setup_anndata(adata, group_key=GROUP_KEY)
-    model = GDE(
-        adata, n_latent=n_latent, encoder=encoder, generator=generator, likelihood="gaussian"
-    )
-    cb = _time_budget_callback(budget_s)
-    start = time.perf_counter()
-    model.train(
-        max_epochs=cfg["max_epochs"],
+    return train_gde(
+        adata,
+        encoder,
+        generator,
+        n_latent=n_latent,
         set_size=SET_SIZE,
         groups_per_batch=cfg["groups_per_batch"],
-        train_size=1.0,
-        enable_progress_bar=False,
-        callbacks=[cb],
-    )
-    wall = time.perf_counter() - start
-    info = {
-        "train_s": wall,
-        "epochs": cb.epochs,
-        "steps": int(model.trainer.global_step),
-        "stopped_by_budget": cb.stopped_early,
-    }
-    return model, info
-
-
-# ------------------------------------------------------------------------------ evaluation
-def _generate(model, eval_adata, n, cfg, seed):
-    """Encode every evaluation set from its points, generate n points from each embedding."""
-    emb = model.get_distribution_embedding(eval_adata, key_added=None)
-    gen = model.sample(
-        embedding=emb,
-        n_cells=n,
-        adata=eval_adata,
+        max_epochs=cfg["max_epochs"],
+        budget_s=budget_s,
         seed=seed,
-        sampler_kwargs=cfg["sampler"]
-        if model.init_params_["non_kwargs"]["generator"] == "diffusion"
-        else None,
     )
-    x = np.asarray(gen.X, dtype=np.float64)
-    groups = gen.obs["group"].astype(str).to_numpy()
-    return {name: x[groups == name] for name in emb.index}
 
 
-def _set_points(adata):
-    x = np.asarray(adata.X, dtype=np.float64)
-    labels = adata.obs[GROUP_KEY].astype(str).to_numpy()
-    names = list(adata.obs[GROUP_KEY].cat.categories)
-    return names, [x[labels == name] for name in names]
+def _generate(model, eval_adata, n, cfg, seed):
+    return generate_from_sets(model, eval_adata, n, cfg["sampler"], seed)
 
 
 def normal_eval_data(cfg, mean_range, seed):
@@ -233,7 +140,7 @@ def normal_references(eval_adata, params, seed):
     from scgde.metrics import gaussian_fit_error
 
     rng = np.random.default_rng(seed)
-    names, pts = _set_points(eval_adata)
+    names, pts = set_points(eval_adata)
     floor, moment = [], []
     for i, x in enumerate(pts):
         mu, cov = params["means"][i], params["covs"][i]
@@ -247,7 +154,7 @@ def normal_references(eval_adata, params, seed):
 def normal_scores(model, eval_adata, params, cfg, seed):
     from scgde.metrics import gaussian_fit_error
 
-    names, _ = _set_points(eval_adata)
+    names, _ = set_points(eval_adata)
     t0 = time.perf_counter()
     generated = _generate(model, eval_adata, cfg["n_eval_points"], cfg, seed)
     scores = [
@@ -293,7 +200,7 @@ def gmm_references(eval_adata, params, seed):
     from scgde.datasets import gaussian_mixture_sets  # noqa: F401
 
     rng = np.random.default_rng(seed)
-    names, pts = _set_points(eval_adata)
+    names, pts = set_points(eval_adata)
     floor, fit_input = [], []
     for i, x in enumerate(pts):
         w, m, c = params["weights"][i], params["means"][i], params["covs"][i]
@@ -309,7 +216,7 @@ def gmm_references(eval_adata, params, seed):
 
 
 def gmm_scores(model, eval_adata, params, cfg, seed):
-    names, _ = _set_points(eval_adata)
+    names, _ = set_points(eval_adata)
     t0 = time.perf_counter()
     generated = _generate(model, eval_adata, cfg["n_eval_points"], cfg, seed)
     scores = [
@@ -354,8 +261,7 @@ def _parse(argv=None):
 def main(argv=None) -> int:
     args = _parse(argv)
     t_start = time.perf_counter()
-    _quiet()
-    sys.path.insert(0, str(HERE))
+    quiet()
     from _machine import load_average, machine_info
 
     load_start = load_average()
@@ -379,7 +285,7 @@ def main(argv=None) -> int:
     if args.time_budget is not None:
         budget = args.time_budget if args.time_budget > 0 else None
         cfg["time_budget_s"] = cfg["gmm_time_budget_s"] = budget
-    _log(f"profile {profile}: {cfg}")
+    log(f"profile {profile}: {cfg}")
 
     seed_train, seed_eval5, seed_eval1 = args.seed, args.seed + 1000, args.seed + 2000
     train_adata, _ = gaussian_sets(cfg["n_train_sets"], SET_SIZE, dim=DIM, seed=seed_train)
@@ -388,28 +294,28 @@ def main(argv=None) -> int:
 
     floor5, moment5 = normal_references(eval5, params5, args.seed + 3000)
     floor1, moment1 = normal_references(eval1, params1, args.seed + 4000)
-    _log(f"floor U(0,5): {_ms(floor5)}; U(0,1): {_ms(floor1)}")
+    log(f"floor U(0,5): {mean_se(floor5)}; U(0,1): {mean_se(floor1)}")
 
     rows, details = [], []
     for label, encoder, generator in MODELS:
-        _log(f"Normal: training {label} on {cfg['n_train_sets']:,} sets")
+        log(f"Normal: training {label} on {cfg['n_train_sets']:,} sets")
         model, info = train_model(
             train_adata, encoder, generator, cfg, args.seed, cfg["time_budget_s"], args.n_latent
         )
-        _log(
+        log(
             f"  {info['epochs']} epochs, {info['steps']} steps, {info['train_s']:.1f} s"
             f"{' (time budget)' if info['stopped_by_budget'] else ''}; evaluating"
         )
         s5, t5 = normal_scores(model, eval5, params5, cfg, args.seed + 5000)
         s1, t1 = normal_scores(model, eval1, params1, cfg, args.seed + 6000)
-        _log(f"  U(0,5): {_ms(s5)} ({t5:.1f} s); U(0,1): {_ms(s1)} ({t1:.1f} s)")
+        log(f"  U(0,5): {mean_se(s5)} ({t5:.1f} s); U(0,1): {mean_se(s1)} ({t1:.1f} s)")
         rows.append(
             [
                 label,
                 f"{cfg['n_train_sets']:,}",
                 f"{info['train_s']:.0f} s ({info['epochs']} ep, {info['steps']:,} steps)",
-                _ms(s5),
-                _ms(s1),
+                mean_se(s5),
+                mean_se(s1),
                 f"{np.mean(floor5):.4f} / {np.mean(floor1):.4f}",
             ]
         )
@@ -419,8 +325,8 @@ def main(argv=None) -> int:
             "moment baseline (Gaussian fit to the n inputs)",
             "—",
             "—",
-            _ms(moment5),
-            _ms(moment1),
+            mean_se(moment5),
+            mean_se(moment1),
             f"{np.mean(floor5):.4f} / {np.mean(floor1):.4f}",
         ]
     )
@@ -429,8 +335,8 @@ def main(argv=None) -> int:
             "sampling floor (n points of the true Gaussian)",
             "—",
             "—",
-            _ms(floor5),
-            _ms(floor1),
+            mean_se(floor5),
+            mean_se(floor1),
             "—",
         ]
     )
@@ -442,7 +348,7 @@ def main(argv=None) -> int:
         "Normal score U(0,1)",
         "floor U(0,5) / U(0,1)",
     ]
-    normal_md = _table(header, rows)
+    normal_md = table(header, rows)
     print("\n## Normal\n\n" + normal_md + "\n", flush=True)
 
     gmm_md = ""
@@ -452,21 +358,21 @@ def main(argv=None) -> int:
         )
         geval, gparams = gmm_eval_data(cfg, args.seed + 8000)
         gfloor, gfit = gmm_references(geval, gparams, args.seed + 9000)
-        _log(f"GMM floor: {_ms(gfloor)}; GMM fit to inputs: {_ms(gfit)}")
+        log(f"GMM floor: {mean_se(gfloor)}; GMM fit to inputs: {mean_se(gfit)}")
         grows = []
-        for label, encoder, generator in GMM_MODELS:
-            _log(f"GMM: training {label} on {cfg['gmm_train_sets']:,} sets")
+        for label, encoder, generator in MODELS:
+            log(f"GMM: training {label} on {cfg['gmm_train_sets']:,} sets")
             model, info = train_model(
                 gtrain, encoder, generator, cfg, args.seed, cfg["gmm_time_budget_s"], args.n_latent
             )
             s, t = gmm_scores(model, geval, gparams, cfg, args.seed + 10000)
-            _log(f"  {info['train_s']:.1f} s training; GMM score {_ms(s)} ({t:.1f} s)")
+            log(f"  {info['train_s']:.1f} s training; GMM score {mean_se(s)} ({t:.1f} s)")
             grows.append(
                 [
                     label,
                     f"{cfg['gmm_train_sets']:,}",
                     f"{info['train_s']:.0f} s ({info['epochs']} ep, {info['steps']:,} steps)",
-                    _ms(s),
+                    mean_se(s),
                     f"{np.mean(gfloor):.4f}",
                 ]
             )
@@ -475,12 +381,12 @@ def main(argv=None) -> int:
                 "GMM fit to the n input points (no model)",
                 "—",
                 "—",
-                _ms(gfit),
+                mean_se(gfit),
                 f"{np.mean(gfloor):.4f}",
             ]
         )
-        grows.append(["sampling floor (n points of the true GMM)", "—", "—", _ms(gfloor), "—"])
-        gmm_md = _table(["model", "train sets", "train time", "GMM score (MW2²)", "floor"], grows)
+        grows.append(["sampling floor (n points of the true GMM)", "—", "—", mean_se(gfloor), "—"])
+        gmm_md = table(["model", "train sets", "train time", "GMM score (MW2²)", "floor"], grows)
         print("\n## GMM\n\n" + gmm_md + "\n", flush=True)
 
     runtime = time.perf_counter() - t_start
@@ -510,8 +416,8 @@ def main(argv=None) -> int:
 {gmm_md}
 
 - Training: `mixed_gaussian_sets({cfg["gmm_train_sets"]}, {SET_SIZE}, n_sources=3)` (each set
-  resamples points of 3 Normal-family source sets, Dirichlet(1) weights); only deep set +
-  diffusion is trained for this row.
+  resamples points of 3 Normal-family source sets, Dirichlet(1) weights); the same three models
+  and settings as the Normal row.
 - Evaluation: `gaussian_mixture_sets({cfg["n_eval_sets"]}, {cfg["n_eval_points"]},
   n_components=3, df=10)` (fresh mixtures, means U(0,5)^5). A 3-component full-covariance
   `sklearn.mixture.GaussianMixture` is fitted to the n generated points, initialised at the true
@@ -522,7 +428,7 @@ def main(argv=None) -> int:
         if gmm_md
         else ""
     )
-    details_md = _table(
+    details_md = table(
         [
             "model",
             "epochs",
@@ -582,7 +488,7 @@ numbers are not directly comparable with the paper's table (n = 10^4).
 {gmm_section}
 ## Machine
 
-{_table(["", ""], [[k, v] for k, v in machine.items()])}
+{table(["", ""], [[k, v] for k, v in machine.items()])}
 """
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(doc)

@@ -1,0 +1,154 @@
+"""Helpers shared by the synthetic benchmarks: logging, tables, training with a time budget."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+
+import numpy as np
+
+GROUP_KEY = "set"
+
+
+def quiet() -> None:
+    """Silence Lightning / scvi-tools chatter that would drown the benchmark log."""
+    import lightning.fabric  # noqa: F401
+    import lightning.pytorch  # noqa: F401
+    import scvi
+
+    scvi.settings.verbosity = logging.WARNING
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    for message in (
+        r".*LeafSpec.*",
+        r".*number of training batches .* is smaller than the logging interval.*",
+        r".*does not have many workers.*",
+        r".*Observation names are not unique.*",
+        r".*not been trained.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def log(message: str) -> None:
+    """Time-stamped progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean_se(values, digits: int = 4) -> str:
+    """``mean ± standard error`` of ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return "n/a"
+    se = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else float("nan")
+    return f"{values.mean():.{digits}f} ± {se:.{digits}f}"
+
+
+def time_budget_callback(budget_s: float | None):
+    """A Lightning callback that stops training at the end of the first epoch past ``budget_s``."""
+    from lightning.pytorch.callbacks import Callback
+
+    class TimeBudget(Callback):
+        def __init__(self):
+            self.t0 = None
+            self.epochs = 0
+            self.stopped_early = False
+
+        def on_train_start(self, trainer, pl_module):
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.epochs += 1
+            if budget_s is not None and time.perf_counter() - self.t0 > budget_s:
+                self.stopped_early = trainer.current_epoch + 1 < trainer.max_epochs
+                trainer.should_stop = True
+
+    return TimeBudget()
+
+
+def train_gde(
+    adata,
+    encoder: str,
+    generator: str,
+    *,
+    n_latent: int,
+    set_size: int,
+    groups_per_batch: int,
+    max_epochs: int,
+    budget_s: float | None,
+    seed: int,
+    likelihood: str = "gaussian",
+    lr: float = 1e-3,
+):
+    """Train a GDE on the sets in ``adata.obs["set"]`` (all sets, no validation split).
+
+    Returns
+    -------
+    model, info
+        The trained model and ``{"train_s", "epochs", "steps", "stopped_by_budget"}``.
+    """
+    import scvi
+
+    from scgde.model import GDE
+
+    scvi.settings.seed = seed
+    adata = adata.copy()
+    GDE.setup_anndata(adata, group_key=GROUP_KEY)
+    model = GDE(
+        adata, n_latent=n_latent, encoder=encoder, generator=generator, likelihood=likelihood
+    )
+    callback = time_budget_callback(budget_s)
+    start = time.perf_counter()
+    model.train(
+        max_epochs=max_epochs,
+        set_size=set_size,
+        groups_per_batch=groups_per_batch,
+        train_size=1.0,
+        lr=lr,
+        enable_progress_bar=False,
+        callbacks=[callback],
+    )
+    info = {
+        "train_s": time.perf_counter() - start,
+        "epochs": callback.epochs,
+        "steps": int(model.trainer.global_step),
+        "stopped_by_budget": callback.stopped_early,
+    }
+    return model, info
+
+
+def set_points(adata) -> tuple[list[str], list[np.ndarray]]:
+    """Names of the sets in ``adata.obs["set"]`` and the float64 points of each."""
+    x = np.asarray(adata.X, dtype=np.float64)
+    labels = adata.obs[GROUP_KEY].astype(str).to_numpy()
+    names = [str(name) for name in adata.obs[GROUP_KEY].cat.categories]
+    return names, [x[labels == name] for name in names]
+
+
+def sampler_for(model, sampler: dict | None) -> dict | None:
+    """``sampler_kwargs`` for ``model.sample``: only diffusion generators take them."""
+    return sampler if model.init_params_["non_kwargs"]["generator"] == "diffusion" else None
+
+
+def generate_from_sets(model, eval_adata, n: int, sampler: dict | None, seed: int) -> dict:
+    """Encode every set of ``eval_adata`` from its points and generate ``n`` points from each."""
+    emb = model.get_distribution_embedding(eval_adata, key_added=None)
+    gen = model.sample(
+        embedding=emb,
+        n_cells=n,
+        adata=eval_adata,
+        seed=seed,
+        sampler_kwargs=sampler_for(model, sampler),
+    )
+    x = np.asarray(gen.X, dtype=np.float64)
+    groups = gen.obs["group"].astype(str).to_numpy()
+    return {name: x[groups == name] for name in emb.index}

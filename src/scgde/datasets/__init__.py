@@ -1,6 +1,18 @@
-"""Datasets bundled with scgde."""
+"""Datasets: bundled real data, loaders for public data, and documented simulators."""
 
 from ._demo import demo
+from ._larry import larry
+from ._lineage import lineage_sets
+from ._liu2021 import liu2021_covid
 from ._synthetic import gaussian_mixture_sets, gaussian_sets, mixed_gaussian_sets, poisson_sets
 
-__all__ = ["demo", "gaussian_mixture_sets", "gaussian_sets", "mixed_gaussian_sets", "poisson_sets"]
+__all__ = [
+    "demo",
+    "gaussian_mixture_sets",
+    "gaussian_sets",
+    "larry",
+    "lineage_sets",
+    "liu2021_covid",
+    "mixed_gaussian_sets",
+    "poisson_sets",
+]

@@ -2,11 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, datasets, metrics, model, module, nn
+from . import data, datasets, metrics, model, module, nn, pl, tl
 
 try:
     __version__ = version("scgde")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-__all__ = ["data", "datasets", "metrics", "model", "module", "nn", "__version__"]
+__all__ = ["data", "datasets", "metrics", "model", "module", "nn", "pl", "tl", "__version__"]

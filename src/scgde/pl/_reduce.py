@@ -1,0 +1,70 @@
+"""Two-dimensional views of a few points (group embeddings, cells): PCA and UMAP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PCA2:
+    """A principal component analysis with two components, fitted by SVD.
+
+    Signs are fixed (largest |loading| of each component positive) so plots are reproducible.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray  # (2, d)
+    explained_ratio: np.ndarray  # (2,)
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> PCA2:
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(axis=0)
+        centred = x - mean
+        if min(centred.shape) > 100:  # only two components are needed: ARPACK
+            from scipy.sparse.linalg import svds
+
+            v0 = np.full(min(centred.shape), 1.0 / np.sqrt(min(centred.shape)))
+            _, singular, vt = svds(centred, k=2, v0=v0)
+            descending = np.argsort(singular)[::-1]
+            singular, vt = singular[descending], vt[descending]
+        else:
+            _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        components = np.zeros((2, x.shape[1]))
+        ratio = np.zeros(2)
+        k = min(2, vt.shape[0])
+        components[:k] = vt[:k]
+        total = float(np.einsum("ij,ij->", centred, centred))
+        if total > 0:
+            ratio[:k] = singular[:k] ** 2 / total
+        for row in components[:k]:
+            if row[np.argmax(np.abs(row))] < 0:
+                row *= -1
+        return cls(mean, components, ratio)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.components.T
+
+    def axis_labels(self) -> tuple[str, str]:
+        return tuple(f"PC{i + 1} ({100 * r:.0f}%)" for i, r in enumerate(self.explained_ratio))
+
+
+def umap_2d(x: np.ndarray, n_neighbors: int | None = None, random_state: int = 0) -> np.ndarray:
+    """UMAP of the rows of ``x`` with scanpy (kNN graph on ``x`` itself), on a new AnnData.
+
+    ``n_neighbors`` defaults to ``min(15, n - 1)``; at least 4 points are needed.
+    """
+    import scanpy as sc
+    from anndata import AnnData
+
+    n = x.shape[0]
+    if n < 4:
+        raise ValueError(f"A UMAP needs at least 4 points, got {n}; use basis='pca'.")
+    if n_neighbors is None:
+        n_neighbors = min(15, n - 1)
+    view = AnnData(np.asarray(x, dtype=np.float32))
+    sc.pp.neighbors(view, use_rep="X", n_neighbors=n_neighbors, random_state=random_state)
+    sc.tl.umap(view, random_state=random_state)
+    return np.asarray(view.obsm["X_umap"], dtype=np.float64)

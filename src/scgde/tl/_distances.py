@@ -1,0 +1,279 @@
+"""Distances between groups: between their embeddings, or between their cells."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+from scipy.spatial.distance import pdist, squareform
+
+from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
+from ..data import group_labels
+from ..metrics._kernel import DEFAULT_BLOCK_ELEMENTS
+
+METHODS = ("euclidean", "energy")
+#: Representation used by ``method="energy"`` when ``use_rep`` is not given.
+DEFAULT_ENERGY_REP = "X_pca"
+
+
+def group_distances(
+    adata: AnnData,
+    key: str = DEFAULT_KEY_ADDED,
+    group_key: str | Sequence[str] | None = None,
+    method: str = "euclidean",
+    use_rep: str | None = None,
+    key_added: str | None = None,
+    max_cells_per_group: int | None = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    r"""Group × group distance matrix, written to ``adata.uns``.
+
+    ``method="euclidean"``
+        Euclidean distance between the groups' distribution embeddings, the table
+        ``adata.uns[key]`` written by :meth:`scgde.model.GDE.get_distribution_embedding`.
+        Groups and their order are those of the table.
+    ``method="energy"``
+        A model-free reference: the squared energy distance
+        (:func:`scgde.metrics.energy_distance`, V-statistic)
+
+        .. math::
+
+            \mathcal{E}^2(A, B) = 2\,E\lVert a-b\rVert - E\lVert a-a'\rVert - E\lVert b-b'\rVert
+
+        between the **cells** of every two groups, in the representation
+        ``adata.obsm[use_rep]`` (default ``"X_pca"``; ``"X"`` for ``adata.X``). Groups with
+        more than ``max_cells_per_group`` cells are subsampled (without replacement, with
+        ``seed``). Groups are the sorted categories of ``adata.obs[group_key]``. Each group's
+        within-group term is computed once, and all pairs in one blocked pass over the cells,
+        so memory stays bounded (about 32 MiB of pairwise distances at a time).
+
+    Comparing the two (e.g. with a Mantel-style correlation of the matrices) shows how well
+    distances between embeddings reflect distances between the groups' cells.
+
+    Parameters
+    ----------
+    adata
+        The cell-level AnnData; for ``"euclidean"``, with the embedding table in
+        ``adata.uns[key]``.
+    key
+        ``uns`` key of the embedding table (``key_added`` of ``get_distribution_embedding``).
+        Also names the default output key.
+    group_key
+        ``"energy"`` only: obs column(s) defining the groups. Default: the ``group_key``
+        recorded in ``adata.uns["gde"]`` by ``get_distribution_embedding``. A list of
+        columns defines groups by their combination, labelled ``"a | b"`` as in the model.
+    method
+        ``"euclidean"`` or ``"energy"``.
+    use_rep
+        ``"energy"`` only: the cell representation, a key of ``adata.obsm`` or ``"X"``.
+        Default ``"X_pca"`` (run ``sc.pp.pca`` on log-normalised data first).
+    key_added
+        ``uns`` key of the result; default ``f"{key}_distances_{method}"``.
+    max_cells_per_group
+        ``"energy"`` only: cells used per group at most; ``None`` uses all cells (the cost
+        grows with the square of the total number of cells used).
+    seed
+        ``"energy"`` only: seed of the subsampling.
+
+    Returns
+    -------
+    DataFrame
+        Symmetric groups × groups matrix with a zero diagonal, index and columns the group
+        names. The same table is stored in ``adata.uns[key_added]``; nothing else in
+        ``adata`` changes.
+
+    Raises
+    ------
+    KeyError
+        If ``adata.uns[key]``, ``adata.obsm[use_rep]`` or the group column is missing.
+    ValueError
+        For an unknown ``method``, values that are not finite, ``use_rep`` with
+        ``"euclidean"``, a bad ``max_cells_per_group``, or no recorded ``group_key``.
+
+    Examples
+    --------
+    >>> model.get_distribution_embedding()  # adata.uns["X_gde"]
+    >>> d_z = scgde.tl.group_distances(adata)  # adata.uns["X_gde_distances_euclidean"]
+    >>> cells = adata.copy()  # keeps uns["gde"], so the group key is known
+    >>> sc.pp.normalize_total(cells, target_sum=1e4)
+    >>> sc.pp.log1p(cells)
+    >>> sc.pp.pca(cells)
+    >>> d_cells = scgde.tl.group_distances(cells, method="energy")  # uses obsm["X_pca"]
+    >>> scgde.pl.group_distance_heatmap(d_z)
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
+    if key_added is None:
+        key_added = f"{key}_distances_{method}"
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if method == "euclidean":
+        if use_rep is not None:
+            raise ValueError(
+                "`use_rep` is only used with method='energy'; method='euclidean' compares the "
+                f"group embeddings in adata.uns[{key!r}]."
+            )
+        names, matrix = _euclidean(adata, key)
+    else:
+        names, matrix = _energy(
+            adata, group_key, use_rep or DEFAULT_ENERGY_REP, max_cells_per_group, seed
+        )
+    index = pd.Index(names, name="group")
+    table = pd.DataFrame(matrix, index=index, columns=index.copy())
+    adata.uns[key_added] = table
+    return table
+
+
+# ------------------------------------------------------------------------------- euclidean
+def embedding_table(adata: AnnData, key: str) -> pd.DataFrame:
+    """The group embedding table ``adata.uns[key]``, checked (numeric, finite, unique index)."""
+    if key not in adata.uns:
+        tables = [k for k, v in adata.uns.items() if isinstance(v, pd.DataFrame)]
+        raise KeyError(
+            f"adata.uns has no {key!r}. Run `model.get_distribution_embedding(adata, "
+            f"key_added={key!r})` first, or pass the key it was written to "
+            f"(tables in adata.uns: {tables})."
+        )
+    table = adata.uns[key]
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(
+            f"adata.uns[{key!r}] must be a DataFrame of groups × embedding dimensions, got "
+            f"{type(table).__name__}."
+        )
+    try:
+        values = table.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"adata.uns[{key!r}] must hold numbers only.") from error
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(f"adata.uns[{key!r}] is empty (shape {values.shape}).")
+    if not np.isfinite(values).all():
+        raise ValueError(f"adata.uns[{key!r}] contains NaN or infinite values.")
+    if table.index.has_duplicates:
+        raise ValueError(f"adata.uns[{key!r}] has duplicated group names in its index.")
+    return table
+
+
+def _euclidean(adata: AnnData, key: str) -> tuple[list[str], np.ndarray]:
+    table = embedding_table(adata, key)
+    values = table.to_numpy(dtype=np.float64)
+    matrix = squareform(pdist(values)) if len(values) > 1 else np.zeros((1, 1))
+    return [str(name) for name in table.index], matrix
+
+
+# ---------------------------------------------------------------------------------- energy
+def recorded_group_key(adata: AnnData) -> str | list[str]:
+    """The ``group_key`` recorded in ``adata.uns["gde"]`` (by the model), or a clear error."""
+    settings = adata.uns.get(UNS_SETTINGS_KEY)
+    group_key = settings.get("group_key") if isinstance(settings, dict) else None
+    if group_key is None:
+        raise ValueError(
+            f"Pass `group_key`: adata.uns[{UNS_SETTINGS_KEY!r}] records none (it is written by "
+            "`model.get_distribution_embedding`)."
+        )
+    if isinstance(group_key, np.ndarray):  # lists come back from h5ad as arrays
+        group_key = [str(k) for k in group_key]
+    return group_key
+
+
+def representation(adata: AnnData, use_rep: str):
+    """``adata.obsm[use_rep]`` (or ``adata.X`` for ``"X"``), without copying."""
+    if use_rep == "X":
+        return adata.X
+    if use_rep not in adata.obsm:
+        hint = " Run `sc.pp.pca(adata)` on log-normalised data first." if use_rep == "X_pca" else ""
+        raise KeyError(
+            f"adata.obsm has no {use_rep!r}; available: {list(adata.obsm)} (or 'X').{hint}"
+        )
+    rep = adata.obsm[use_rep]
+    return rep.to_numpy() if isinstance(rep, pd.DataFrame) else rep
+
+
+def _positive_int_or_none(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+    return int(value)
+
+
+def subsample_groups(
+    labels: pd.Categorical, max_cells: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell indices of every group (at most ``max_cells`` each), concatenated group by group.
+
+    Returns the indices (sorted within each group) and the number of cells kept per group.
+    """
+    rng = np.random.default_rng(seed)
+    codes = np.asarray(labels.codes)
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(labels.categories))
+    chunks = np.split(order, np.cumsum(counts)[:-1])
+    kept = []
+    for cells in chunks:
+        if max_cells is not None and len(cells) > max_cells:
+            cells = np.sort(rng.choice(cells, max_cells, replace=False))
+        kept.append(cells)
+    return np.concatenate(kept), np.array([len(c) for c in kept])
+
+
+def _energy(
+    adata: AnnData,
+    group_key,
+    use_rep: str,
+    max_cells_per_group,
+    seed: int,
+) -> tuple[list[str], np.ndarray]:
+    max_cells_per_group = _positive_int_or_none(max_cells_per_group, "max_cells_per_group")
+    if group_key is None:
+        group_key = recorded_group_key(adata)
+    rep = representation(adata, use_rep)
+    labels = group_labels(adata.obs, group_key)
+    if len(labels.categories) == 0:
+        raise ValueError("The AnnData has no cells, so there are no groups to compare.")
+    cells, sizes = subsample_groups(labels, max_cells_per_group, seed)
+    points = rep[cells]
+    points = points.toarray() if sparse.issparse(points) else np.asarray(points)
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] == 0:
+        raise ValueError(f"The representation {use_rep!r} must be a 2-d array with columns.")
+    if not np.isfinite(points).all():
+        raise ValueError(f"The representation {use_rep!r} contains NaN or infinite values.")
+    return [str(c) for c in labels.categories], energy_matrix(points, sizes)
+
+
+def energy_matrix(
+    points: np.ndarray, sizes: np.ndarray, block_elements: int = DEFAULT_BLOCK_ELEMENTS
+) -> np.ndarray:
+    """Squared energy distances between consecutive blocks of ``points`` of the given sizes.
+
+    Equals :func:`scgde.metrics.energy_distance` for every pair of groups (up to round-off),
+    with each pairwise distance computed once per ordered pair instead of three times per pair.
+    """
+    points = points - points.mean(axis=0)  # distances are unchanged; round-off is smaller
+    n = points.shape[0]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    group_of_row = np.repeat(np.arange(len(sizes)), sizes)
+    squared = np.einsum("ij,ij->i", points, points)
+    rows = max(1, block_elements // n)
+    sums = np.zeros((len(sizes), len(sizes)))
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        block = points[start:stop] @ points.T
+        block *= -2.0
+        block += squared[start:stop, None]
+        block += squared[None, :]
+        np.maximum(block, 0.0, out=block)
+        block[np.arange(stop - start), np.arange(start, stop)] = 0.0  # exact self-distances
+        np.sqrt(block, out=block)
+        per_group = np.add.reduceat(block, starts, axis=1)  # (rows, groups)
+        np.add.at(sums, group_of_row[start:stop], per_group)
+    means = sums / np.outer(sizes, sizes)
+    within = np.diag(means).copy()
+    energy = 2.0 * means - within[:, None] - within[None, :]
+    energy = 0.5 * (energy + energy.T)  # exactly symmetric (addition commutes)
+    np.maximum(energy, 0.0, out=energy)
+    np.fill_diagonal(energy, 0.0)
+    return energy

@@ -25,3 +25,8 @@ UNS_SETTINGS_KEY = "gde"
 DEFAULT_KEY_ADDED = "X_gde"
 #: obs column holding the combined group label when ``group_key`` is a list of columns.
 COMBINED_GROUP_SEPARATOR = " | "
+
+#: Tensor key holding, for every cell of a minibatch, its group's label code (semi-supervised
+#: group labels); ``UNLABELED_CODE`` for groups without a label.
+GROUP_LABEL_KEY = "group_label"
+UNLABELED_CODE = -1

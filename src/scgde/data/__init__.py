@@ -1,5 +1,6 @@
 """Sets of cells: group labels, data checks, set sampling and group-wise splitting."""
 
+from ._group_labels import group_level_labels
 from ._groups import cells_of_groups, group_labels
 from ._registered import RegisteredData
 from ._set_sampler import GroupSetSampler
@@ -15,5 +16,6 @@ __all__ = [
     "check_values",
     "column_statistics",
     "group_labels",
+    "group_level_labels",
     "sets_per_epoch",
 ]

@@ -17,9 +17,16 @@ class RegisteredData(torch.utils.data.Dataset):
     codes). ``dataset[(indices, set_ids)]`` also returns ``set_ids``, which is how the set
     sampler hands minibatches of sets to a :class:`~torch.utils.data.DataLoader`.
     CSC matrices are read through a CSR copy made once, because row access on CSC is slow.
+
+    Parameters
+    ----------
+    adata_manager
+        Manager of the registered AnnData.
+    extra
+        Further per-cell arrays to serve under their keys (e.g. group label codes).
     """
 
-    def __init__(self, adata_manager: AnnDataManager):
+    def __init__(self, adata_manager: AnnDataManager, extra: dict[str, np.ndarray] | None = None):
         self.arrays = {}
         for key in (X_KEY, BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY):
             if key not in adata_manager.data_registry:
@@ -31,6 +38,10 @@ class RegisteredData(torch.utils.data.Dataset):
                 data = data.to_numpy()
             self.arrays[key] = data
         self.n_obs = self.arrays[X_KEY].shape[0]
+        for key, data in (extra or {}).items():
+            if len(data) != self.n_obs:
+                raise ValueError(f"Extra array {key!r} has {len(data)} rows, not {self.n_obs}.")
+            self.arrays[key] = np.asarray(data)
 
     def __len__(self) -> int:
         return self.n_obs

@@ -43,6 +43,8 @@ class GroupDataSplitter(pl.LightningDataModule):
         Fraction of groups for validation; defaults to ``1 - train_size``.
     seed
         Seed of the split and of the (fixed) validation sets.
+    extra
+        Further per-cell arrays served with each minibatch (see :class:`RegisteredData`).
     """
 
     def __init__(
@@ -54,8 +56,10 @@ class GroupDataSplitter(pl.LightningDataModule):
         train_size: float = 0.9,
         validation_size: float | None = None,
         seed: int = 0,
+        extra: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
+        self.extra = extra
         if not 0 < train_size <= 1:
             raise ValueError(f"`train_size` must be in (0, 1], got {train_size}.")
         validation_size = 1 - train_size if validation_size is None else validation_size
@@ -98,7 +102,7 @@ class GroupDataSplitter(pl.LightningDataModule):
     def setup(self, stage: str | None = None):
         """Build the dataset of registered tensors once."""
         if self._dataset is None:
-            self._dataset = RegisteredData(self.adata_manager)
+            self._dataset = RegisteredData(self.adata_manager, self.extra)
 
     def _loader(self, groups: np.ndarray, n_cells: int, seed: int | None):
         self.setup()

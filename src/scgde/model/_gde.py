@@ -21,6 +21,7 @@ from .._constants import (
     CONT_COVS_KEY,
     COUNT_LIKELIHOODS,
     DEFAULT_KEY_ADDED,
+    GROUP_LABEL_KEY,
     LIKELIHOODS,
     UNS_SETTINGS_KEY,
     X_KEY,
@@ -33,6 +34,7 @@ from ..data import (
     check_values,
     column_statistics,
     group_labels,
+    group_level_labels,
     sets_per_epoch,
 )
 from ..data._groups import as_key_list
@@ -49,6 +51,18 @@ def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def _check_group_label_column(obs: pd.DataFrame, labels, group_label_key: str | None) -> None:
+    """Clear errors for a bad ``group_label_key`` at set-up rather than at training."""
+    if group_label_key is None:
+        return
+    if group_label_key not in obs.columns:
+        raise KeyError(
+            f"`group_label_key` {group_label_key!r} is not a column of adata.obs; available: "
+            f"{list(obs.columns)}."
+        )
+    group_level_labels(labels, obs[group_label_key], label_key=group_label_key)
 
 
 def _distinct_strings(column: pd.Series) -> set[str]:
@@ -82,6 +96,15 @@ class GDE(BaseModelClass):
         Passed to the encoder, e.g. ``{"n_hidden": 256, "n_layers": 3}``.
     generator_kwargs
         Passed to the generator, e.g. ``{"n_latent_cell": 10, "n_hidden": 128}``.
+    classification_ratio
+        With a ``group_label_key`` registered: weight of the group classifier's cross-entropy
+        against the generator loss (per cell). The classifier reads ``z`` and is trained on
+        the labelled groups; unlabelled groups still train the embedding (semi-supervised).
+    generative_weight
+        Weight of the generator loss. ``0`` with a ``group_label_key`` gives a purely
+        supervised set classifier, the baseline the semi-supervised model is compared with.
+    group_label_categories
+        Order of the classifier's classes; default: the sorted labels found in ``adata``.
 
     Examples
     --------
@@ -110,6 +133,9 @@ class GDE(BaseModelClass):
         likelihood: str = "nb",
         encoder_kwargs: dict | None = None,
         generator_kwargs: dict | None = None,
+        classification_ratio: float = 50.0,
+        generative_weight: float = 1.0,
+        group_label_categories: Sequence[str] | None = None,
     ):
         super().__init__(adata)
         if likelihood not in LIKELIHOODS:
@@ -135,6 +161,19 @@ class GDE(BaseModelClass):
             else 0
         )
         log_mean, log_std = self._library_statistics(likelihood, n_batch)
+        self.group_label_categories_: list[str] | None = None
+        if self.group_label_key is not None:
+            _, self.group_label_categories_ = self._group_label_codes(
+                self.adata, group_label_categories
+            )
+        elif group_label_categories is not None:
+            raise ValueError("`group_label_categories` needs a `group_label_key` in setup_anndata.")
+        for value, name in (
+            (classification_ratio, "classification_ratio"),
+            (generative_weight, "generative_weight"),
+        ):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
         # generators that standardise their data (diffusion) get the training data's
         # statistics; they keep them as buffers, so a loaded model uses the saved ones
         module_generator_kwargs = dict(generator_kwargs or {})
@@ -155,10 +194,18 @@ class GDE(BaseModelClass):
             library_log_std=log_std,
             encoder_kwargs=encoder_kwargs,
             generator_kwargs=module_generator_kwargs,
+            n_labels=len(self.group_label_categories_ or []),
+            classification_ratio=classification_ratio,
+            generative_weight=generative_weight,
         )
         self._model_summary_string = (
             f"GDE: {len(labels.categories)} groups, encoder={encoder!r}, generator={generator!r}, "
             f"likelihood={likelihood!r}, n_latent={n_latent}"
+            + (
+                f", group classifier over {self.group_label_categories_}"
+                if self.group_label_categories_
+                else ""
+            )
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -173,6 +220,7 @@ class GDE(BaseModelClass):
         categorical_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
         obsm_key: str | None = None,
+        group_label_key: str | None = None,
         **kwargs,
     ):
         """Register an AnnData for GDE.
@@ -199,9 +247,15 @@ class GDE(BaseModelClass):
         obsm_key
             Model a representation in ``adata.obsm`` (e.g. ``"X_pca"``) instead of genes;
             needs ``likelihood="gaussian"``. Exclusive with ``layer``.
+        group_label_key
+            obs column with a label of each cell's **group** (e.g. the sample's disease),
+            constant within groups and missing (NaN) for groups whose label is unknown. The
+            model then trains a classifier head on the embedding, semi-supervised: see
+            :meth:`predict_group_labels`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        group_labels(adata.obs, group_key)  # clear errors now rather than at training
+        labels = group_labels(adata.obs, group_key)  # clear errors now rather than at training
+        _check_group_label_column(adata.obs, labels, group_label_key)
         if obsm_key is not None and layer is not None:
             raise ValueError("Pass either `layer` or `obsm_key`, not both.")
         if obsm_key is not None and obsm_key not in adata.obsm:
@@ -233,6 +287,7 @@ class GDE(BaseModelClass):
         categorical_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
         modalities: dict[str, str] | None = None,
+        group_label_key: str | None = None,
         **kwargs,
     ):
         """Register a MuData for GDE, modelling its RNA modality.
@@ -244,7 +299,7 @@ class GDE(BaseModelClass):
         ----------
         mdata
             MuData with an RNA modality.
-        group_key, batch_key, categorical_covariate_keys, continuous_covariate_keys
+        group_key, batch_key, categorical_covariate_keys, continuous_covariate_keys, group_label_key
             As in :meth:`setup_anndata`, read from ``mdata.obs``.
         rna_layer
             Layer of the RNA modality with the counts (``None``: its ``X``).
@@ -252,7 +307,8 @@ class GDE(BaseModelClass):
             ``{"rna_layer": name}`` naming the RNA modality; default ``{"rna_layer": "rna"}``.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        group_labels(mdata.obs, group_key)
+        labels = group_labels(mdata.obs, group_key)
+        _check_group_label_column(mdata.obs, labels, group_label_key)
         modalities = {"rna_layer": "rna"} if modalities is None else dict(modalities)
         rna = modalities.get("rna_layer")
         if rna not in mdata.mod:
@@ -280,6 +336,11 @@ class GDE(BaseModelClass):
         return self.adata_manager.registry["setup_args"]["group_key"]
 
     @property
+    def group_label_key(self) -> str | None:
+        """The obs column with the group labels of the classifier head, if registered."""
+        return self.adata_manager.registry["setup_args"].get("group_label_key")
+
+    @property
     def var_names(self) -> pd.Index:
         """Names of the modelled features."""
         return pd.Index(self.adata_manager.get_state_registry(X_KEY).column_names)
@@ -287,6 +348,15 @@ class GDE(BaseModelClass):
     # --------------------------------------------------------------------------- checks
     def _group_labels(self, adata) -> pd.Categorical:
         return group_labels(adata.obs, self.group_key)
+
+    def _group_label_codes(self, adata, categories=None) -> tuple[np.ndarray, list[str]]:
+        """Label code of every group of ``adata`` (-1: unlabelled) and the categories."""
+        return group_level_labels(
+            self._group_labels(adata),
+            adata.obs[self.group_label_key],
+            categories,
+            label_key=self.group_label_key,
+        )
 
     @staticmethod
     def _check_data(adata_manager: AnnDataManager, likelihood: str) -> None:
@@ -421,6 +491,10 @@ class GDE(BaseModelClass):
         set_size = _positive_int(set_size, "set_size")
         groups_per_batch = _positive_int(groups_per_batch, "groups_per_batch")
         labels = self._group_labels(self.adata)
+        extra = None
+        if self.group_label_categories_:
+            codes, _ = self._group_label_codes(self.adata, self.group_label_categories_)
+            extra = {GROUP_LABEL_KEY: codes[np.asarray(labels.codes)]}
         splitter = self._data_splitter_cls(
             self.adata_manager,
             labels,
@@ -429,6 +503,7 @@ class GDE(BaseModelClass):
             train_size=train_size,
             validation_size=validation_size,
             seed=split_seed,
+            extra=extra,
         )
         if early_stopping and splitter.n_val == 0:
             raise ValueError("`early_stopping=True` needs validation groups: lower `train_size`.")
@@ -619,6 +694,60 @@ class GDE(BaseModelClass):
 
     # ------------------------------------------------------------------------ generation
     @torch.inference_mode()
+    def predict_group_labels(
+        self,
+        adata: AnnData | None = None,
+        groups: Sequence[str] | None = None,
+        batch_size: int = 4096,
+    ) -> pd.DataFrame:
+        """Predict the group label (e.g. disease) of every group from its embedding.
+
+        Needs a model set up with ``group_label_key``. Each group is embedded from all its
+        cells (as in :meth:`get_distribution_embedding`) and classified by the head trained
+        with the model; groups of a new AnnData work too.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features; default: the training data.
+        groups
+            Groups to classify; default: all groups with cells.
+        batch_size
+            Cells per chunk.
+
+        Returns
+        -------
+        DataFrame indexed by group: ``prediction`` (categorical over the label categories), one
+        probability column per category, and ``observed`` (the group's label in ``adata``, NaN
+        where unknown) when ``adata`` has the label column. ``adata`` is not modified.
+        """
+        if not self.group_label_categories_:
+            raise ValueError(
+                "This model has no group classifier: register a `group_label_key` in "
+                "GDE.setup_anndata (a label per group, NaN where unknown) and train a new model."
+            )
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        names, z, labels, _, _ = self._embed(adata, groups, batch_size)
+        with torch.inference_mode():
+            probabilities = (
+                self.module.classify(torch.as_tensor(z, device=self.device)).cpu().numpy()
+            )
+        categories = self.group_label_categories_
+        index = pd.Index(names, name="group")
+        table = pd.DataFrame(probabilities, index=index, columns=categories)
+        table.insert(
+            0,
+            "prediction",
+            pd.Categorical.from_codes(probabilities.argmax(1), categories=categories),
+        )
+        if self.group_label_key in adata.obs.columns:
+            codes, _ = self._group_label_codes(adata, categories)
+            position = {str(name): i for i, name in enumerate(labels.categories)}
+            observed = codes[[position[name] for name in names]]
+            table["observed"] = pd.Categorical.from_codes(observed, categories=categories)
+        return table
+
     def sample(
         self,
         groups: Sequence[str] | None = None,

@@ -13,10 +13,13 @@ from .._constants import (
     CONT_COVS_KEY,
     COUNT_LIKELIHOODS,
     ENCODER_TARGET_SUM,
+    GROUP_LABEL_KEY,
     SET_IDS_KEY,
+    UNLABELED_CODE,
     X_KEY,
 )
 from ..nn import make_encoder, make_generator
+from ..nn._mlp import mlp
 
 
 class GDEModule(BaseModuleClass):
@@ -25,6 +28,11 @@ class GDEModule(BaseModuleClass):
     Minibatches are flat: ``tensors[X_KEY]`` holds the cells of several sets and
     ``tensors[SET_IDS_KEY]`` the set index of each cell. The loss is the generator's per-cell
     loss (reconstruction plus ``kl_weight`` times KL), averaged over cells.
+
+    With ``n_labels > 0`` a classifier head on ``z`` predicts a label of each set's group
+    (semi-supervised: sets of unlabelled groups, whose cells carry ``UNLABELED_CODE`` in
+    ``tensors[GROUP_LABEL_KEY]``, only train the generative part); its cross-entropy, averaged
+    over the labelled sets of the minibatch, is added with weight ``classification_ratio``.
 
     Parameters
     ----------
@@ -47,6 +55,13 @@ class GDEModule(BaseModuleClass):
         draw library sizes when generating from an embedding alone.
     encoder_kwargs, generator_kwargs
         Passed to the encoder and generator constructors.
+    n_labels
+        Number of group label categories (0: no classifier head).
+    classification_ratio
+        Weight of the classification loss.
+    generative_weight
+        Weight of the generator loss; ``0`` trains a purely supervised set classifier (a
+        baseline for the semi-supervised model).
     """
 
     def __init__(
@@ -63,6 +78,9 @@ class GDEModule(BaseModuleClass):
         library_log_std: np.ndarray | None = None,
         encoder_kwargs: dict | None = None,
         generator_kwargs: dict | None = None,
+        n_labels: int = 0,
+        classification_ratio: float = 50.0,
+        generative_weight: float = 1.0,
     ):
         super().__init__()
         self.n_latent = n_latent
@@ -76,6 +94,10 @@ class GDEModule(BaseModuleClass):
         self.generator = make_generator(
             generator, n_input, n_latent, n_covariates, likelihood, **(generator_kwargs or {})
         )
+        self.n_labels = n_labels
+        self.classification_ratio = classification_ratio
+        self.generative_weight = generative_weight
+        self.classifier = mlp(n_latent, n_labels, n_hidden=64, n_layers=1) if n_labels else None
         n_lib = max(n_batch, 1)
         mean = np.zeros(n_lib) if library_log_mean is None else np.asarray(library_log_mean)
         std = np.ones(n_lib) if library_log_std is None else np.asarray(library_log_std)
@@ -130,11 +152,36 @@ class GDEModule(BaseModuleClass):
         return self.generator(x, x_in, z, cov)
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
-        """Generator loss per cell, averaged over the cells of the minibatch."""
+        """Generator loss per cell averaged over cells, plus the weighted classification loss."""
         x = tensors[X_KEY].float()
         reconstruction, kl = self.generator.loss(x, generative_outputs)
-        loss = torch.mean(reconstruction + kl_weight * kl)
-        return LossOutput(loss=loss, reconstruction_loss=reconstruction, kl_local=kl)
+        loss = self.generative_weight * torch.mean(reconstruction + kl_weight * kl)
+        extra = {}
+        if self.classifier is not None and GROUP_LABEL_KEY in tensors:
+            z_sets = inference_outputs["z_sets"]
+            set_ids = tensors[SET_IDS_KEY].long().view(-1).to(z_sets.device)
+            codes = tensors[GROUP_LABEL_KEY].long().view(-1).to(z_sets.device)
+            set_codes = torch.full(
+                (z_sets.shape[0],), UNLABELED_CODE, dtype=torch.long, device=z_sets.device
+            ).scatter_reduce(0, set_ids, codes, reduce="amax")
+            labelled = set_codes != UNLABELED_CODE
+            classification = z_sets.new_zeros(())
+            if labelled.any():
+                logits = self.classifier(z_sets[labelled])
+                classification = F.cross_entropy(logits, set_codes[labelled])
+                accuracy = (logits.argmax(-1) == set_codes[labelled]).float().mean()
+                extra["group_label_accuracy"] = accuracy.detach()
+            loss = loss + self.classification_ratio * classification
+            extra["classification_loss"] = classification.detach()
+        return LossOutput(
+            loss=loss, reconstruction_loss=reconstruction, kl_local=kl, extra_metrics=extra
+        )
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Label probabilities of embeddings ``z`` from the classifier head."""
+        if self.classifier is None:
+            raise ValueError("This module has no classifier head (n_labels=0).")
+        return torch.softmax(self.classifier(z), dim=-1)
 
     @torch.inference_mode()
     def sample_cells(

@@ -57,7 +57,7 @@ DIM = 2
 SET_SIZE = 64
 MEAN_RANGE = (0.0, 2.0)
 DF = 5
-INTERPOLATION_TIMES = (0.25, 0.5, 0.75)
+INTERPOLATION_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
 N_BOOTSTRAP = 200
 SPEARMAN_HEADER = ["embedding", "kind", "Spearman ρ", "95% CI (bootstrap over sets)"]
 
@@ -493,7 +493,9 @@ NeurIPS 2025): Spearman 0.96 on 2-d Gaussians, 0.76 on Gaussian mixtures.
   by W2(A, B); mean ± standard error over pairs. Lower is better. The floor row scores n
   points drawn from N_t itself (the empirical W2 between two samples is not zero); the
   mixture row scores the density mixture (1 - t) A + t B, the path a model that blends
-  distributions instead of transporting them would follow.
+  distributions instead of transporting them would follow. The t = 0 and t = 1 columns are
+  the models' reconstruction errors of the endpoints themselves (there the mixture path is
+  exact and scores the floor): a path error well above them is the interpolation's own.
 - Decoding: `model.sample(embedding=...)`; diffusion sampler: {sampler}.
 - Figure: `{figure.name}` (left: embedding distance vs W2 for {first}; right: decoded
   interpolation of one pair against the McCann interpolant's 2-sd ellipses).

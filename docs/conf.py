@@ -1,0 +1,146 @@
+"""Sphinx configuration of the scgde documentation.
+
+Build with ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` after
+``pip install -e ".[docs]"``. Notebooks are rendered from their committed outputs (they are
+executed by ``tests/test_tutorials.py``, not here), so the build needs neither a kernel nor
+the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT / "src"))  # document the working tree, not an installed copy
+
+import torch  # noqa: E402
+
+import scgde  # noqa: E402
+
+# -- Generated sources --------------------------------------------------------------------
+# The tutorials (tutorials/*.ipynb) and the benchmark reports (benchmarks/README.md,
+# benchmarks/results/*) live outside docs/. They are copied here on every build rather than
+# symlinked (symlinks do not work everywhere); the copies are listed in .gitignore.
+
+GENERATED = {
+    "tutorials": DOCS / "tutorials",
+    "benchmarks": DOCS / "benchmarks",
+    "api": DOCS / "generated",  # autosummary's stub pages
+}
+
+
+def _sync(folder: Path, contents: dict[Path, bytes]) -> None:
+    """Make ``folder`` hold exactly ``contents``; unchanged files keep their mtime."""
+    for dest, data in contents.items():
+        if dest.exists() and dest.read_bytes() == data:
+            continue  # incremental builds skip unchanged pages
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)  # atomic: concurrent builds never see half a file
+    if folder.exists():
+        for path in folder.rglob("*"):
+            if path.is_file() and path not in contents:
+                path.unlink()
+
+
+_tutorials = ROOT / "tutorials"
+_sync(
+    GENERATED["tutorials"],
+    {
+        GENERATED["tutorials"] / nb.name: nb.read_bytes()
+        for nb in sorted(_tutorials.glob("*.ipynb"))
+        if not nb.name.startswith("_")
+    },
+)
+
+# The benchmarks README is the page; the reports it links to hang below it in the navigation.
+_benchmarks = ROOT / "benchmarks"
+_REPORTS_TOCTREE = "\n## Reports\n\n```{toctree}\n:glob:\n:maxdepth: 1\n\nresults/*\n```\n"
+_sync(
+    GENERATED["benchmarks"],
+    {
+        GENERATED["benchmarks"] / "index.md": (_benchmarks / "README.md").read_bytes()
+        + _REPORTS_TOCTREE.encode()
+    }
+    | {
+        GENERATED["benchmarks"] / "results" / f.name: f.read_bytes()
+        for f in sorted((_benchmarks / "results").iterdir())
+        if f.is_file()
+    },
+)
+
+# Stubs of objects removed from api.md would otherwise linger and warn ("not in any toctree").
+shutil.rmtree(GENERATED["api"], ignore_errors=True)
+
+# -- Project ------------------------------------------------------------------------------
+
+project = "scgde"
+author = "scgde developers"
+copyright = f"{date.today().year}, {author}"  # noqa: A001
+release = scgde.__version__
+version = release
+
+# -- General ------------------------------------------------------------------------------
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+# No intersphinx: the build must not need the network.
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+
+# myst / myst-nb
+myst_enable_extensions = ["colon_fence", "dollarmath"]
+myst_heading_anchors = 3
+nb_execution_mode = "off"  # committed outputs; tests/test_tutorials.py executes notebooks
+# stderr of the committed runs is logging and library noise (tqdm, lightning); results are
+# printed to stdout or shown as figures.
+nb_output_stderr = "remove"
+
+# autodoc / autosummary / napoleon
+autosummary_generate = True
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = True  # "Return type" once, not also inline
+napoleon_use_param = True
+
+# torch.nn.Module declares instance attributes such as ``training`` as class annotations, so
+# autosummary lists them as attributes of every module subclass (they are not caught by the
+# template's inherited-members filter). Skip them; they are documented by PyTorch.
+_TORCH_MODULE_ANNOTATIONS = frozenset(torch.nn.Module.__annotations__)
+
+
+def _skip_torch_module_attributes(app, what, name, obj, skip, options):
+    if name in _TORCH_MODULE_ANNOTATIONS and not callable(obj):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_torch_module_attributes)
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+html_theme = "sphinx_book_theme"
+html_title = "scgde"
+html_theme_options = {
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+}

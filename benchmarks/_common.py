@@ -152,3 +152,36 @@ def generate_from_sets(model, eval_adata, n: int, sampler: dict | None, seed: in
     x = np.asarray(gen.X, dtype=np.float64)
     groups = gen.obs["group"].astype(str).to_numpy()
     return {name: x[groups == name] for name in emb.index}
+
+
+def command_line(script: str) -> str:
+    """The command that ran this benchmark, for the report."""
+    return f"python benchmarks/{script}" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+
+
+def budget_text(cfg: dict) -> str:
+    """How training was stopped, in words."""
+    if cfg.get("time_budget_s"):
+        return (
+            f"training stops at the end of the first epoch past {cfg['time_budget_s']:.0f} s "
+            f"or after {cfg['max_epochs']} epochs"
+        )
+    return f"{cfg['max_epochs']} epochs"
+
+
+def machine_section(load_start: str) -> str:
+    """Markdown table of the machine and versions, with the load average at start and end."""
+    from _machine import load_average, machine_info
+
+    machine = machine_info()
+    machine["load average (1, 5, 15 min): start / end"] = f"{load_start} / {load_average()}"
+    return table(["", ""], [[k, v] for k, v in machine.items()])
+
+
+def write_report(path, doc: str, runtime_s: float) -> None:
+    """Write the markdown report atomically and say where it went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(doc)
+    tmp.replace(path)
+    print(f"\nTotal runtime: {runtime_s / 60:.1f} min. Written to {path}", flush=True)

@@ -45,12 +45,16 @@ DEFAULT_OUTPUT = HERE / "results" / "geometry.md"
 
 sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
+    budget_text,
+    command_line,
     log,
+    machine_section,
     quiet,
     sampler_for,
     set_points,
     table,
     train_gde,
+    write_report,
 )
 
 DIM = 2
@@ -301,6 +305,7 @@ def plot(path: Path, distance, truth, label, model, eval_adata, params, pair, n,
     x = np.asarray(gen.X, dtype=np.float64)
     groups = gen.obs["group"].astype(str).to_numpy()
     colours = plt.cm.viridis(np.linspace(0, 1, len(times)))
+    extent = []
     angle = np.linspace(0, 2 * np.pi, 200)
     circle = np.stack([np.cos(angle), np.sin(angle)], axis=1)
     for t, name, colour in zip(times, emb.index, colours, strict=True):
@@ -312,9 +317,13 @@ def plot(path: Path, distance, truth, label, model, eval_adata, params, pair, n,
         values, vectors = np.linalg.eigh(cov_t)
         ellipse = mean_t + 2.0 * (circle * np.sqrt(values)) @ vectors.T
         ax2.plot(ellipse[:, 0], ellipse[:, 1], color=colour, lw=1.5, label=name)
+        extent.append(mean_t + 3.0 * (circle * np.sqrt(values)) @ vectors.T)
     ax2.set_title("decoded (1-t) z_A + t z_B (points)\nvs McCann interpolant (2-sd ellipses)")
     ax2.legend(fontsize=7, loc="best")
-    ax2.set_aspect("equal", adjustable="datalim")
+    extent = np.concatenate(extent)  # 3-sd ellipses: outlying decoded points are clipped
+    ax2.set_xlim(extent[:, 0].min(), extent[:, 0].max())
+    ax2.set_ylim(extent[:, 1].min(), extent[:, 1].max())
+    ax2.set_aspect("equal", adjustable="box")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
@@ -373,7 +382,7 @@ def main(argv=None) -> int:
     args = _parse(argv)
     t_start = time.perf_counter()
     quiet()
-    from _machine import load_average, machine_info
+    from _machine import load_average
 
     load_start = load_average()
     import torch
@@ -404,21 +413,22 @@ def main(argv=None) -> int:
 
     # 3. interpolation (uses the Gaussian models) -----------------------------------------
     pairs = interpolation_pairs(cfg["n_eval_sets"], cfg["n_interpolation_pairs"], args.seed + 2)
-    interp_rows = []
+    interp_rows, interp_means = [], {}
     for label, model in models.items():
         log(f"interpolation: {label}")
         errors = interpolation_errors(
             model, evaluation, params, pairs, n, cfg["sampler"], args.seed + 3
         )
         interp_rows.append(interpolation_row(f"{label}: decode (1 - t) z_A + t z_B", errors))
+        interp_means[label] = errors.mean()
     for label, errors in reference_interpolation_errors(params, pairs, n, args.seed + 4).items():
         interp_rows.append(interpolation_row(label, errors))
     interp_md = table(["path", *(f"t = {t}" for t in INTERPOLATION_TIMES), "mean"], interp_rows)
     print(f"\n## Interpolation (W2 to McCann / W2(A, B))\n\n{interp_md}\n", flush=True)
     figure = args.output.with_suffix(".png")
-    first = MODELS[0][0]
+    best = min(interp_means, key=interp_means.get)  # the figure shows the best interpolator
     plot(
-        figure, gauss_distances[first], truth, first, models[first], evaluation, params,
+        figure, gauss_distances[best], truth, best, models[best], evaluation, params,
         pairs[0], n, cfg["sampler"], args.seed + 5,
     )  # fmt: skip
     del models
@@ -438,17 +448,8 @@ def main(argv=None) -> int:
     print(f"\n## Gaussian mixtures ({mix_pairs:,} pairs)\n\n{mix_md}\n", flush=True)
 
     runtime = time.perf_counter() - t_start
-    machine = machine_info()
-    machine["load average (1, 5, 15 min): start / end"] = f"{load_start} / {load_average()}"
-    command = "python benchmarks/geometry.py" + (
-        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
-    budget = (
-        f"training stops at the end of the first epoch past {cfg['time_budget_s']:.0f} s or "
-        f"after {cfg['max_epochs']} epochs"
-        if cfg["time_budget_s"]
-        else f"{cfg['max_epochs']} epochs"
-    )
+    command = command_line("geometry.py")
+    budget = budget_text(cfg)
     sampler = (
         f"DDIM, {cfg['sampler']['n_sampling_steps']} steps" if cfg["sampler"] else "ancestral DDPM"
     )
@@ -497,8 +498,9 @@ NeurIPS 2025): Spearman 0.96 on 2-d Gaussians, 0.76 on Gaussian mixtures.
   the models' reconstruction errors of the endpoints themselves (there the mixture path is
   exact and scores the floor): a path error well above them is the interpolation's own.
 - Decoding: `model.sample(embedding=...)`; diffusion sampler: {sampler}.
-- Figure: `{figure.name}` (left: embedding distance vs W2 for {first}; right: decoded
-  interpolation of one pair against the McCann interpolant's 2-sd ellipses).
+- Figure: `{figure.name}` ({best}, the model with the lowest interpolation error; left:
+  embedding distance vs W2; right: decoded interpolation of one pair against the McCann
+  interpolant's 2-sd ellipses).
 
 ## Training
 
@@ -510,13 +512,9 @@ train_size=1.0)`, `scvi.settings.seed = {args.seed}`; {budget}.
 
 ## Machine
 
-{table(["", ""], [[k, v] for k, v in machine.items()])}
+{machine_section(load_start)}
 """
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(doc)
-    tmp.replace(args.output)
-    print(f"\nTotal runtime: {runtime / 60:.1f} min. Written to {args.output}", flush=True)
+    write_report(args.output, doc, runtime)
     return 0
 
 

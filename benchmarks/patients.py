@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "results" / "patients.md"
 
 sys.path.insert(0, str(HERE))
-from _common import log, quiet, table  # noqa: E402
+from _common import command_line, log, machine_section, quiet, table, write_report  # noqa: E402
 
 GROUP, DONOR, LABEL, POSITIVE = "sample", "donor", "condition", "Severe"
 
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     args = _parse(argv)
     t_start = time.perf_counter()
     quiet()
-    from _machine import load_average, machine_info
+    from _machine import load_average
     from sklearn.model_selection import StratifiedGroupKFold
 
     load_start = load_average()
@@ -206,11 +206,7 @@ def main(argv=None) -> int:
     print(f"\n{result_md}\n", flush=True)
 
     runtime = time.perf_counter() - t_start
-    machine = machine_info()
-    machine["load average (1, 5, 15 min): start / end"] = f"{load_start} / {load_average()}"
-    command = "python benchmarks/patients.py" + (
-        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
+    command = command_line("patients.py")
     n_hc = int((y != POSITIVE).sum())
     doc = f"""# Patient classification: HC vs Severe COVID-19 from a sample's cells
 
@@ -238,13 +234,9 @@ the training folds or all in the test fold. Positive class: {POSITIVE}; threshol
 
 ## Machine
 
-{table(["", ""], [[k, v] for k, v in machine.items()])}
+{machine_section(load_start)}
 """
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(doc)
-    tmp.replace(args.output)
-    print(f"Total runtime: {runtime / 60:.1f} min. Written to {args.output}", flush=True)
+    write_report(args.output, doc, runtime)
     return 0
 
 

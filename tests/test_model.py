@@ -340,6 +340,41 @@ def test_gaussian_on_an_obsm_representation():
     assert generated.shape == (5 * adata.obs["sample"].nunique(), 10)
     assert not sparse.issparse(generated.X) and (generated.X < 0).any()
 
+    # back to genes through the PCA loadings: X = X_pca @ PCs.T + gene means
+    in_genes = model.sample(n_cells=5, seed=1, loadings="PCs")
+    assert in_genes.shape == (5 * adata.obs["sample"].nunique(), adata.n_vars)
+    assert list(in_genes.var_names) == list(adata.var_names)
+    rep = in_genes.obsm["X_pca"]
+    np.testing.assert_array_equal(rep, model.sample(n_cells=5, seed=1).X)
+    expected = rep @ adata.varm["PCs"].T + np.asarray(adata.X.mean(0)).ravel()
+    np.testing.assert_allclose(in_genes.X, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(KeyError, match="varm has no 'nope'"):
+        model.sample(n_cells=2, loadings="nope")
+    adata.varm["bad"] = np.zeros((adata.n_vars, 3))
+    with pytest.raises(ValueError, match="expected"):
+        model.sample(n_cells=2, loadings="bad")
+
+
+def test_representation_to_genes_inverts_a_full_rank_pca():
+    """With as many components as genes, rep -> genes recovers the data exactly."""
+    from scgde.model._gene_space import representation_to_genes
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6)) + rng.normal(size=6)
+    adata = ad.AnnData(x.astype(np.float32))
+    centred = x - x.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    adata.varm["PCs"] = vt.T
+    rep = centred @ vt.T
+    # float32 round-off of O(10) values
+    np.testing.assert_allclose(representation_to_genes(rep, adata, "PCs"), x, atol=1e-4)
+
+
+def test_loadings_need_a_representation_model(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="already in gene space"):
+        model.sample(n_cells=2, loadings="PCs")
+
 
 def test_setup_mudata_reads_the_rna_modality():
     import mudata as md

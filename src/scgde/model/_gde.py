@@ -40,6 +40,7 @@ from ..data import (
 from ..data._groups import as_key_list
 from ..module import GDEModule
 from ..nn import GENERATORS
+from ._gene_space import representation_to_genes
 
 logger = logging.getLogger(__name__)
 
@@ -758,6 +759,7 @@ class GDE(BaseModelClass):
         seed: int | None = None,
         batch_size: int = 4096,
         sampler_kwargs: dict | None = None,
+        loadings: str | None = None,
     ) -> AnnData:
         """Generate cells from groups or from arbitrary embeddings.
 
@@ -783,11 +785,17 @@ class GDE(BaseModelClass):
             Passed to the generator's ``sample``. For ``generator="diffusion"``:
             ``{"method": "ddim", "n_sampling_steps": 50}`` for a fast deterministic sampler
             (default: ancestral DDPM over all training steps).
+        loadings
+            For a model of a linear representation (``setup_anndata(obsm_key=...)``): key of
+            ``adata.varm`` with its gene loadings (``"PCs"`` after ``sc.pp.pca``). The cells are
+            then returned in gene space, ``X = rep @ varm[loadings].T + mean(adata.X)``, with
+            the representation kept in ``obsm[obsm_key]``.
 
         Returns
         -------
-        AnnData of generated cells (raw counts, CSR, for count likelihoods) with the source
-        group or embedding name in ``obs["group"]``.
+        AnnData of generated cells (raw counts, CSR, for count likelihoods; the representation,
+        or genes with ``loadings``) with the source group or embedding name in
+        ``obs["group"]``.
         """
         self._check_if_trained(warn=True)
         n_cells = _positive_int(n_cells, "n_cells")
@@ -795,6 +803,12 @@ class GDE(BaseModelClass):
             raise ValueError("Pass either `groups` or `embedding`, not both.")
         if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
             raise ValueError(f"`sampler_kwargs` must be a dict, got {type(sampler_kwargs)}.")
+        obsm_key = self.adata_manager.registry["setup_args"].get("obsm_key")
+        if loadings is not None and obsm_key is None:
+            raise ValueError(
+                "`loadings` maps a representation back to genes, but this model was set up on "
+                "genes (no `obsm_key`): its samples are already in gene space."
+            )
         adata = self._validate_anndata(adata)
         if embedding is None:
             names, z, labels, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
@@ -832,6 +846,11 @@ class GDE(BaseModelClass):
             index=[f"gen_{i}" for i in range(x.shape[0])],
         )
         var = pd.DataFrame(index=self.var_names.astype(str))
+        if loadings is not None:
+            genes = representation_to_genes(x, adata, loadings)
+            return AnnData(
+                X=genes, obs=obs, var=pd.DataFrame(index=adata.var_names), obsm={obsm_key: x}
+            )
         return AnnData(X=sparse.csr_matrix(x) if self.module.count_data else x, obs=obs, var=var)
 
     def _library_for(self, tensors: dict[str, torch.Tensor], from_group: bool) -> torch.Tensor:

@@ -712,6 +712,7 @@ def test_public_api():
         "bures_squared",
         "energy_distance",
         "gaussian_fit_error",
+        "gaussian_geodesic",
         "gaussian_w2",
         "gaussian_w2_matrix",
         "gmm_w2_squared",

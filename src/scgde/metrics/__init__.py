@@ -11,6 +11,8 @@ Gaussian closed forms
 Sample-based
     :func:`energy_distance`, :func:`mmd` (with :func:`median_bandwidth`),
     :func:`sliced_wasserstein`, :func:`sinkhorn_divergence`.
+Information
+    :func:`mutual_information` (KSG estimator) between paired samples.
 """
 
 from ._gaussian import (
@@ -22,6 +24,7 @@ from ._gaussian import (
     gmm_w2_squared,
     sqrtm_psd,
 )
+from ._information import mutual_information
 from ._kernel import energy_distance, median_bandwidth, mmd
 from ._transport import sinkhorn_divergence, sliced_wasserstein
 from ._validation import points
@@ -36,6 +39,7 @@ __all__ = [
     "gmm_w2_squared",
     "median_bandwidth",
     "mmd",
+    "mutual_information",
     "points",
     "sinkhorn_divergence",
     "sliced_wasserstein",

@@ -30,7 +30,13 @@ ChunkFactory = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
 class SetEncoder(nn.Module):
-    """Base class of mean-pooled set encoders (see the module docstring)."""
+    """Base class of mean-pooled set encoders.
+
+    Subclasses define ``embed_cells(x)`` (per-cell states), ``set_layer(i, x, h, pooled)``
+    (update each cell's state given the mean state of its set) and ``readout(pooled)`` (set
+    means to the embedding); pooling is by means only, so :meth:`encode_streaming` encodes a
+    set of any size exactly in ``n_set_layers + 1`` passes over chunks of its cells.
+    """
 
     n_set_layers: int = 0
 

@@ -139,9 +139,19 @@ def sampler_for(model, sampler: dict | None) -> dict | None:
     return sampler if model.init_params_["non_kwargs"]["generator"] == "diffusion" else None
 
 
-def generate_from_sets(model, eval_adata, n: int, sampler: dict | None, seed: int) -> dict:
-    """Encode every set of ``eval_adata`` from its points and generate ``n`` points from each."""
-    emb = model.get_distribution_embedding(eval_adata, key_added=None)
+def start(threads: int | None) -> str:
+    """Silence the libraries, set torch's threads, and return the load average at the start."""
+    quiet()
+    import torch
+    from _machine import load_average
+
+    if threads:
+        torch.set_num_threads(threads)
+    return load_average()
+
+
+def generate_from_embeddings(model, emb, eval_adata, n: int, sampler: dict | None, seed: int):
+    """Generate ``n`` points from each row of the embedding table ``emb``: name -> points."""
     gen = model.sample(
         embedding=emb,
         n_cells=n,
@@ -151,7 +161,13 @@ def generate_from_sets(model, eval_adata, n: int, sampler: dict | None, seed: in
     )
     x = np.asarray(gen.X, dtype=np.float64)
     groups = gen.obs["group"].astype(str).to_numpy()
-    return {name: x[groups == name] for name in emb.index}
+    return {str(name): x[groups == str(name)] for name in emb.index}
+
+
+def generate_from_sets(model, eval_adata, n: int, sampler: dict | None, seed: int) -> dict:
+    """Encode every set of ``eval_adata`` from its points and generate ``n`` points from each."""
+    emb = model.get_distribution_embedding(eval_adata, key_added=None)
+    return generate_from_embeddings(model, emb, eval_adata, n, sampler, seed)
 
 
 def command_line(script: str) -> str:
@@ -171,10 +187,13 @@ def budget_text(cfg: dict) -> str:
 
 def machine_section(load_start: str) -> str:
     """Markdown table of the machine and versions, with the load average at start and end."""
+    import torch
     from _machine import load_average, machine_info
 
     machine = machine_info()
     machine["load average (1, 5, 15 min): start / end"] = f"{load_start} / {load_average()}"
+    if torch.cuda.is_available():
+        machine["CUDA used"] = f"available ({torch.cuda.get_device_name(0)}; Lightning 'auto')"
     return table(["", ""], [[k, v] for k, v in machine.items()])
 
 

@@ -47,11 +47,11 @@ sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
     budget_text,
     command_line,
+    generate_from_embeddings,
     log,
     machine_section,
-    quiet,
-    sampler_for,
     set_points,
+    start,
     table,
     train_gde,
     write_report,
@@ -222,22 +222,14 @@ def interpolation_errors(model, eval_adata, params, pairs, n, sampler, seed) -> 
     import pandas as pd
 
     emb = pd.DataFrame(np.stack(embeddings), index=names)
-    gen = model.sample(
-        embedding=emb,
-        n_cells=n,
-        adata=eval_adata,
-        seed=seed,
-        sampler_kwargs=sampler_for(model, sampler),
-    )
-    x = np.asarray(gen.X, dtype=np.float64)
-    groups = gen.obs["group"].astype(str).to_numpy()
+    generated = generate_from_embeddings(model, emb, eval_adata, n, sampler, seed)
     rng = np.random.default_rng(seed)
     errors = np.empty((len(pairs), len(INTERPOLATION_TIMES)))
     for idx, (name, (mean_t, cov_t)) in enumerate(zip(names, targets, strict=True)):
         p, k = divmod(idx, len(INTERPOLATION_TIMES))
         a, b = pairs[p]
         scale = gaussian_w2(means[a], covs[a], means[b], covs[b], squared=False)
-        errors[p, k] = sample_w2(x[groups == name], mean_t, cov_t, rng) / scale
+        errors[p, k] = sample_w2(generated[name], mean_t, cov_t, rng) / scale
     return errors
 
 
@@ -298,18 +290,13 @@ def plot(path: Path, distance, truth, label, model, eval_adata, params, pair, n,
     emb = pd.DataFrame(
         np.stack([(1 - t) * z[a] + t * z[b] for t in times]), index=[f"t={t:.2f}" for t in times]
     )
-    gen = model.sample(
-        embedding=emb, n_cells=n, adata=eval_adata, seed=seed,
-        sampler_kwargs=sampler_for(model, sampler),
-    )  # fmt: skip
-    x = np.asarray(gen.X, dtype=np.float64)
-    groups = gen.obs["group"].astype(str).to_numpy()
+    generated = generate_from_embeddings(model, emb, eval_adata, n, sampler, seed)
     colours = plt.cm.viridis(np.linspace(0, 1, len(times)))
     extent = []
     angle = np.linspace(0, 2 * np.pi, 200)
     circle = np.stack([np.cos(angle), np.sin(angle)], axis=1)
     for t, name, colour in zip(times, emb.index, colours, strict=True):
-        pts = x[groups == name]
+        pts = generated[name]
         ax2.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.2, color=colour)
         mean_t, cov_t = gaussian_geodesic(
             params["means"][a], params["covs"][a], params["means"][b], params["covs"][b], t
@@ -381,14 +368,7 @@ def _train_all(train_adata, cfg, args, family: str):
 def main(argv=None) -> int:
     args = _parse(argv)
     t_start = time.perf_counter()
-    quiet()
-    from _machine import load_average
-
-    load_start = load_average()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    load_start = start(args.threads)
     from scgde.datasets import gaussian_mixture_sets, gaussian_sets, mixed_gaussian_sets
 
     profile = "quick" if args.quick else "full" if args.full else "default"

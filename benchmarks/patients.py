@@ -46,7 +46,14 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "results" / "patients.md"
 
 sys.path.insert(0, str(HERE))
-from _common import command_line, log, machine_section, quiet, table, write_report  # noqa: E402
+from _common import (  # noqa: E402
+    command_line,
+    log,
+    machine_section,
+    start,
+    table,
+    write_report,
+)
 
 GROUP, DONOR, LABEL, POSITIVE = "sample", "donor", "condition", "Severe"
 
@@ -158,15 +165,9 @@ def _parse(argv=None):
 def main(argv=None) -> int:
     args = _parse(argv)
     t_start = time.perf_counter()
-    quiet()
-    from _machine import load_average
     from sklearn.model_selection import StratifiedGroupKFold
 
-    load_start = load_average()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    load_start = start(args.threads)
     profile = "quick" if args.quick else "default"
     cfg = PROFILES[profile]
     adata = load(args.data)

@@ -50,8 +50,8 @@ from _common import (  # noqa: E402
     command_line,
     log,
     machine_section,
-    quiet,
     set_points,
+    start,
     table,
     train_gde,
     write_report,
@@ -191,14 +191,7 @@ def _mse(prediction, truth) -> tuple[float, float]:
 def main(argv=None) -> int:
     args = _parse(argv)
     t_start = time.perf_counter()
-    quiet()
-    from _machine import load_average
-
-    load_start = load_average()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    load_start = start(args.threads)
     from scgde.datasets import poisson_sets
 
     profile = "quick" if args.quick else "default"

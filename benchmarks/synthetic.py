@@ -99,13 +99,16 @@ MODELS = [
 
 sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
+    command_line,
     generate_from_sets,
     log,
+    machine_section,
     mean_se,
-    quiet,
     set_points,
+    start,
     table,
     train_gde,
+    write_report,
 )
 
 
@@ -261,14 +264,7 @@ def _parse(argv=None):
 def main(argv=None) -> int:
     args = _parse(argv)
     t_start = time.perf_counter()
-    quiet()
-    from _machine import load_average, machine_info
-
-    load_start = load_average()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    load_start = start(args.threads)
 
     from scgde.datasets import gaussian_sets, mixed_gaussian_sets
 
@@ -390,13 +386,7 @@ def main(argv=None) -> int:
         print("\n## GMM\n\n" + gmm_md + "\n", flush=True)
 
     runtime = time.perf_counter() - t_start
-    machine = machine_info()
-    machine["load average (1, 5, 15 min): start / end"] = f"{load_start} / {load_average()}"
-    if torch.cuda.is_available():
-        machine["CUDA used"] = f"available ({torch.cuda.get_device_name(0)}; Lightning 'auto')"
-    command = "python benchmarks/synthetic.py" + (
-        " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
-    )
+    command = command_line("synthetic.py")
     sampler = (
         f"DDIM with {cfg['sampler']['n_sampling_steps']} steps (`sampler_kwargs="
         f"{cfg['sampler']}`), for speed on the CPU"
@@ -488,11 +478,9 @@ numbers are not directly comparable with the paper's table (n = 10^4).
 {gmm_section}
 ## Machine
 
-{table(["", ""], [[k, v] for k, v in machine.items()])}
+{machine_section(load_start)}
 """
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(doc)
-    print(f"\nTotal runtime: {runtime / 60:.1f} min. Written to {args.output}", flush=True)
+    write_report(args.output, doc, runtime)
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import logging
 import os
 import statistics
 import subprocess
@@ -42,8 +41,9 @@ import textwrap
 import threading
 import time
 import tracemalloc
-import warnings
 from pathlib import Path
+
+from _common import quiet  # the script's folder is on sys.path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -84,28 +84,6 @@ MiB = 2**20
 
 
 # --------------------------------------------------------------------------------- helpers
-def _quiet() -> None:
-    """Silence Lightning/scvi-tools info logging and known harmless warnings.
-
-    Lightning sets its loggers to INFO when imported, so import it first.
-    """
-    import lightning.fabric  # noqa: F401
-    import lightning.pytorch  # noqa: F401
-    import scvi
-
-    scvi.settings.verbosity = logging.WARNING
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    for message in (
-        r".*LeafSpec.*",
-        r".*number of training batches .* is smaller than the logging interval.*",
-        r".*does not have many workers.*",
-        r".*Observation names are not unique.*",
-    ):
-        warnings.filterwarnings("ignore", message=message)
-
-
 def _median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -385,7 +363,7 @@ def _load_caller(kind: str, model_dir: str, base, batch_size: int):
 
 def _embed_worker(spec: dict) -> dict:
     """Run in a fresh subprocess: the timings of both models, or the memory of one."""
-    _quiet()
+    quiet()
     if spec["threads"]:
         import torch
 
@@ -661,7 +639,7 @@ def main(argv=None) -> int:
         return 0
 
     t_start = time.perf_counter()
-    _quiet()
+    quiet()
     sys.path.insert(0, str(HERE))
     from _machine import load_average, machine_info
 

@@ -45,6 +45,22 @@ def test_group_labels_list_of_columns_combines_labels():
     assert list(group_labels(obs, ["donor"])) == list(group_labels(obs, "donor"))
 
 
+def test_group_labels_many_categorical_combinations_do_not_overflow():
+    # categorical codes are int8 for < 128 categories; 80 x 3 combinations exceed that range
+    clones = [f"c{i:02d}" for i in range(80)]
+    obs = pd.DataFrame(
+        {
+            "clone": pd.Categorical(np.repeat(clones, 3), categories=clones),
+            "time": pd.Categorical(np.tile([2, 4, 6], 80), ordered=True),
+        }
+    )
+    labels = group_labels(obs, ["clone", "time"])
+    assert len(labels.categories) == 240
+    assert labels[0] == "c00 | 2" and labels[-1] == "c79 | 6"
+    expected = obs["clone"].astype(str) + " | " + obs["time"].astype(str)
+    assert list(labels) == list(expected)
+
+
 def test_group_labels_missing_column_raises_keyerror_naming_it():
     obs = pd.DataFrame({"donor": ["a"], "time": ["x"]})
     with pytest.raises(KeyError, match="patient"):

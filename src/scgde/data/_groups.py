@@ -56,7 +56,8 @@ def group_labels(obs: pd.DataFrame, group_key: str | Sequence[str]) -> pd.Catego
                 "Drop or label those cells before calling scgde."
             )
         if isinstance(column.dtype, pd.CategoricalDtype):
-            codes.append(np.asarray(column.cat.codes))
+            # int64: category codes can be int8, which would overflow when combined below
+            codes.append(np.asarray(column.cat.codes, dtype=np.int64))
             names.append(np.asarray(column.cat.categories.astype(str), dtype=object))
         else:
             key_codes, uniques = pd.factorize(column, sort=True)

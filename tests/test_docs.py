@@ -36,6 +36,7 @@ def test_docs_build_without_warnings(tmp_path):
         "cli.html",
         "tutorials.html",
         "tutorials/01_embed_samples.html",
+        "tutorials/02_clones.html",
         "benchmarks/index.html",
         "generated/scgde.model.GDE.html",
         "generated/scgde.tl.group_distances.html",

@@ -350,10 +350,15 @@ class GDE(BaseModelClass):
     def _group_labels(self, adata) -> pd.Categorical:
         return group_labels(adata.obs, self.group_key)
 
-    def _group_label_codes(self, adata, categories=None) -> tuple[np.ndarray, list[str]]:
-        """Label code of every group of ``adata`` (-1: unlabelled) and the categories."""
+    def _group_label_codes(
+        self, adata, categories=None, labels: pd.Categorical | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """Label code of every group of ``adata`` (-1: unlabelled) and the categories.
+
+        ``labels``: the groups of ``adata``'s cells when already computed.
+        """
         return group_level_labels(
-            self._group_labels(adata),
+            self._group_labels(adata) if labels is None else labels,
             adata.obs[self.group_label_key],
             categories,
             label_key=self.group_label_key,
@@ -494,7 +499,7 @@ class GDE(BaseModelClass):
         labels = self._group_labels(self.adata)
         extra = None
         if self.group_label_categories_:
-            codes, _ = self._group_label_codes(self.adata, self.group_label_categories_)
+            codes, _ = self._group_label_codes(self.adata, self.group_label_categories_, labels)
             extra = {GROUP_LABEL_KEY: codes[np.asarray(labels.codes)]}
         splitter = self._data_splitter_cls(
             self.adata_manager,
@@ -743,7 +748,7 @@ class GDE(BaseModelClass):
             pd.Categorical.from_codes(probabilities.argmax(1), categories=categories),
         )
         if self.group_label_key in adata.obs.columns:
-            codes, _ = self._group_label_codes(adata, categories)
+            codes, _ = self._group_label_codes(adata, categories, labels)
             position = {str(name): i for i, name in enumerate(labels.categories)}
             observed = codes[[position[name] for name in names]]
             table["observed"] = pd.Categorical.from_codes(observed, categories=categories)

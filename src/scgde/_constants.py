@@ -6,6 +6,8 @@ X_KEY = REGISTRY_KEYS.X_KEY
 BATCH_KEY = REGISTRY_KEYS.BATCH_KEY
 CAT_COVS_KEY = REGISTRY_KEYS.CAT_COVS_KEY
 CONT_COVS_KEY = REGISTRY_KEYS.CONT_COVS_KEY
+#: Registry key of protein counts (a second count modality, e.g. CITE-seq ADTs).
+PROTEIN_KEY = REGISTRY_KEYS.PROTEIN_EXP_KEY
 
 #: Tensor key holding, for every cell of a minibatch, the index of its set (0..n_sets-1).
 SET_IDS_KEY = "set_ids"
@@ -18,6 +20,8 @@ LIKELIHOODS = COUNT_LIKELIHOODS + CONTINUOUS_LIKELIHOODS
 
 #: Target library size of the log1p normalisation the set encoder reads for count data.
 ENCODER_TARGET_SUM = 1e4
+#: Target total of the log1p normalisation the set encoder reads for protein counts.
+PROTEIN_ENCODER_TARGET_SUM = 1e3
 
 #: Key of ``adata.uns`` where the settings of the last embedding are recorded.
 UNS_SETTINGS_KEY = "gde"

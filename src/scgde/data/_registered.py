@@ -7,15 +7,22 @@ import torch
 from scipy import sparse
 from scvi.data import AnnDataManager
 
-from .._constants import BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY, SET_IDS_KEY, X_KEY
+from .._constants import (
+    BATCH_KEY,
+    CAT_COVS_KEY,
+    CONT_COVS_KEY,
+    PROTEIN_KEY,
+    SET_IDS_KEY,
+    X_KEY,
+)
 
 
 class RegisteredData(torch.utils.data.Dataset):
     """The registered data of an :class:`~scvi.data.AnnDataManager`, indexed by cells.
 
-    ``dataset[indices]`` returns a dict of float tensors (``X`` densified, batch and covariate
-    codes). ``dataset[(indices, set_ids)]`` also returns ``set_ids``, which is how the set
-    sampler hands minibatches of sets to a :class:`~torch.utils.data.DataLoader`.
+    ``dataset[indices]`` returns a dict of float tensors (``X`` and protein counts densified,
+    batch and covariate codes). ``dataset[(indices, set_ids)]`` also returns ``set_ids``, which
+    is how the set sampler hands minibatches of sets to a :class:`~torch.utils.data.DataLoader`.
     CSC matrices are read through a CSR copy made once, because row access on CSC is slow.
 
     Parameters
@@ -28,7 +35,7 @@ class RegisteredData(torch.utils.data.Dataset):
 
     def __init__(self, adata_manager: AnnDataManager, extra: dict[str, np.ndarray] | None = None):
         self.arrays = {}
-        for key in (X_KEY, BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY):
+        for key in (X_KEY, PROTEIN_KEY, BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY):
             if key not in adata_manager.data_registry:
                 continue
             data = adata_manager.get_from_registry(key)

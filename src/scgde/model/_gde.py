@@ -23,6 +23,7 @@ from .._constants import (
     DEFAULT_KEY_ADDED,
     GROUP_LABEL_KEY,
     LIKELIHOODS,
+    PROTEIN_KEY,
     UNS_SETTINGS_KEY,
     X_KEY,
 )
@@ -40,6 +41,7 @@ from ..data import (
 from ..data._groups import as_key_list
 from ..module import GDEModule
 from ..nn import GENERATORS
+from ..nn._blocks import block_totals
 from ._gene_space import representation_to_genes
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,25 @@ def _check_group_label_column(obs: pd.DataFrame, labels, group_label_key: str | 
             f"{list(obs.columns)}."
         )
     group_level_labels(labels, obs[group_label_key], label_key=group_label_key)
+
+
+def _check_feature_names(adata, modalities: dict, genes, proteins, whose: str = "model") -> None:
+    """``ValueError`` when the genes (or proteins) of ``adata`` differ from the model's."""
+    rna, protein = modalities.get("rna_layer"), modalities.get("protein_layer")
+    checks = [
+        ("var names", adata.mod[rna].var_names if rna is not None else adata.var_names, genes)
+    ]
+    if protein is not None:
+        if protein not in adata.mod:
+            raise KeyError(f"The MuData has no protein modality {protein!r}: {list(adata.mod)}.")
+        checks.append(("protein names", adata.mod[protein].var_names, proteins))
+    for what, new, expected in checks:
+        if not np.array_equal(np.asarray(new), np.asarray(expected)):
+            raise ValueError(
+                f"The data's {len(new)} {what} do not match the {whose}'s {len(expected)}. "
+                "Subset and order it like the training data, e.g. "
+                "`adata = adata[:, model.var_names].copy()`."
+            )
 
 
 def _distinct_strings(column: pd.Series) -> set[str]:
@@ -161,6 +182,17 @@ class GDE(BaseModelClass):
             if CONT_COVS_KEY in self.adata_manager.data_registry
             else 0
         )
+        n_proteins = (
+            self.adata_manager.get_from_registry(PROTEIN_KEY).shape[1]
+            if PROTEIN_KEY in self.adata_manager.data_registry
+            else 0
+        )
+        if n_proteins and likelihood not in COUNT_LIKELIHOODS:
+            raise ValueError(
+                f"Protein counts are modelled with the count likelihood of the genes, so they "
+                f"need likelihood in {COUNT_LIKELIHOODS}, not {likelihood!r} (the diffusion "
+                "generator models continuous data only)."
+            )
         log_mean, log_std = self._library_statistics(likelihood, n_batch)
         self.group_label_categories_: list[str] | None = None
         if self.group_label_key is not None:
@@ -198,10 +230,12 @@ class GDE(BaseModelClass):
             n_labels=len(self.group_label_categories_ or []),
             classification_ratio=classification_ratio,
             generative_weight=generative_weight,
+            n_proteins=n_proteins,
         )
         self._model_summary_string = (
             f"GDE: {len(labels.categories)} groups, encoder={encoder!r}, generator={generator!r}, "
             f"likelihood={likelihood!r}, n_latent={n_latent}"
+            + (f", {n_proteins} proteins" if n_proteins else "")
             + (
                 f", group classifier over {self.group_label_categories_}"
                 if self.group_label_categories_
@@ -289,12 +323,16 @@ class GDE(BaseModelClass):
         continuous_covariate_keys: list[str] | None = None,
         modalities: dict[str, str] | None = None,
         group_label_key: str | None = None,
+        protein_layer: str | None = None,
         **kwargs,
     ):
-        """Register a MuData for GDE, modelling its RNA modality.
+        """Register a MuData for GDE: its RNA modality, and optionally its protein modality.
 
-        Only the RNA modality is read for now; other modalities (e.g. proteins) are ignored.
-        ``group_key``, ``batch_key`` and covariates are columns of ``mdata.obs``.
+        With a protein modality (CITE-seq ADTs) the set encoder reads RNA and proteins, each
+        log-normalised by its own total, and the generator models both: proteins with the same
+        count likelihood as the genes (negative binomial by default), their own library size
+        and a dispersion per protein. ``group_key``, ``batch_key`` and covariates are columns
+        of ``mdata.obs``. Adds to ``mdata`` only what scvi-tools registration adds.
 
         Parameters
         ----------
@@ -305,15 +343,42 @@ class GDE(BaseModelClass):
         rna_layer
             Layer of the RNA modality with the counts (``None``: its ``X``).
         modalities
-            ``{"rna_layer": name}`` naming the RNA modality; default ``{"rna_layer": "rna"}``.
+            Names of the modalities: ``{"rna_layer": "rna", "protein_layer": "prot"}`` models
+            RNA and proteins; without a ``"protein_layer"`` entry only RNA is modelled.
+            Default ``{"rna_layer": "rna"}``.
+        protein_layer
+            Layer of the protein modality with the counts (``None``: its ``X``).
+
+        Examples
+        --------
+        >>> mdata = scgde.datasets.liu2021_covid(modality="both", as_mudata=True)
+        >>> scgde.model.GDE.setup_mudata(
+        ...     mdata, group_key="sample", modalities={"rna_layer": "rna", "protein_layer": "prot"}
+        ... )
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         labels = group_labels(mdata.obs, group_key)
         _check_group_label_column(mdata.obs, labels, group_label_key)
         modalities = {"rna_layer": "rna"} if modalities is None else dict(modalities)
-        rna = modalities.get("rna_layer")
-        if rna not in mdata.mod:
-            raise KeyError(f"MuData has no modality {rna!r}; it has {list(mdata.mod)}.")
+        unknown = sorted(set(modalities) - {"rna_layer", "protein_layer"})
+        if unknown:
+            raise ValueError(
+                f"Unknown `modalities` keys {unknown}; use 'rna_layer' and 'protein_layer'."
+            )
+        rna, protein = modalities.get("rna_layer"), modalities.get("protein_layer")
+        for name in (rna, protein):
+            if name is not None and name not in mdata.mod:
+                raise KeyError(f"MuData has no modality {name!r}; it has {list(mdata.mod)}.")
+        if rna is None:
+            raise ValueError("`modalities` must name the RNA modality: {'rna_layer': ...}.")
+        if protein_layer is not None and protein is None:
+            raise ValueError("`protein_layer` needs `modalities={'protein_layer': ...}`.")
+        for name, layer in ((rna, rna_layer), (protein, protein_layer)):
+            if name is not None and layer is not None and layer not in mdata.mod[name].layers:
+                raise KeyError(
+                    f"Modality {name!r} has no layer {layer!r}; it has "
+                    f"{list(mdata.mod[name].layers)}."
+                )
         mudata_fields = [
             fields.MuDataLayerField(
                 X_KEY, rna_layer, mod_key=rna, is_count_data=False, mod_required=True
@@ -326,6 +391,17 @@ class GDE(BaseModelClass):
                 CONT_COVS_KEY, continuous_covariate_keys, mod_key=None
             ),
         ]
+        if protein is not None:
+            mudata_fields.insert(
+                1,
+                fields.MuDataLayerField(
+                    PROTEIN_KEY,
+                    protein_layer,
+                    mod_key=protein,
+                    is_count_data=False,
+                    mod_required=True,
+                ),
+            )
         adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
@@ -343,8 +419,19 @@ class GDE(BaseModelClass):
 
     @property
     def var_names(self) -> pd.Index:
-        """Names of the modelled features."""
+        """Names of the modelled features (genes, or the columns of the representation)."""
         return pd.Index(self.adata_manager.get_state_registry(X_KEY).column_names)
+
+    @property
+    def protein_names(self) -> pd.Index:
+        """Names of the modelled proteins (empty without a protein modality)."""
+        if PROTEIN_KEY not in self.adata_manager.data_registry:
+            return pd.Index([])
+        return pd.Index(self.adata_manager.get_state_registry(PROTEIN_KEY).column_names)
+
+    @property
+    def _modalities(self) -> dict[str, str]:
+        return dict(self.adata_manager.registry["setup_args"].get("modalities") or {})
 
     # --------------------------------------------------------------------------- checks
     def _group_labels(self, adata) -> pd.Categorical:
@@ -367,6 +454,15 @@ class GDE(BaseModelClass):
     @staticmethod
     def _check_data(adata_manager: AnnDataManager, likelihood: str) -> None:
         args = adata_manager.registry["setup_args"]
+        if PROTEIN_KEY in adata_manager.data_registry:
+            protein = args["modalities"]["protein_layer"]
+            layer = args.get("protein_layer")
+            check_values(
+                adata_manager.get_from_registry(PROTEIN_KEY),
+                name=f"modality {protein!r}" + (f", layer {layer!r}" if layer else ""),
+                require_counts=likelihood in COUNT_LIKELIHOODS,
+                likelihood=likelihood,
+            )
         where = (
             f"adata.obsm[{args['obsm_key']!r}]"
             if args.get("obsm_key")
@@ -398,14 +494,7 @@ class GDE(BaseModelClass):
         args = self.adata_manager.registry["setup_args"]
         obsm_key = args.get("obsm_key")
         if obsm_key is None:
-            rna = (args.get("modalities") or {}).get("rna_layer")
-            new_names = adata.mod[rna].var_names if rna is not None else adata.var_names
-            if not np.array_equal(np.asarray(new_names), np.asarray(self.var_names)):
-                raise ValueError(
-                    f"The AnnData's {len(new_names)} var names do not match the model's "
-                    f"{len(self.var_names)} features. Subset and order it like the training "
-                    "data: `adata = adata[:, model.var_names].copy()`."
-                )
+            _check_feature_names(adata, self._modalities, self.var_names, self.protein_names)
         self._group_labels(adata)
         batch_key = args.get("batch_key")
         if batch_key is not None:
@@ -429,23 +518,30 @@ class GDE(BaseModelClass):
 
     # -------------------------------------------------------------------------- training
     def _library_statistics(self, likelihood: str, n_batch: int):
-        """Mean and sd of log library size per batch, computed in chunks (count data only)."""
+        """Mean and sd of log library size per batch and modality (count data only).
+
+        Returns two ``(n_batch, n_blocks)`` arrays (blocks: RNA, then proteins if any), computed
+        in chunks of cells.
+        """
         if likelihood not in COUNT_LIKELIHOODS:
             return None, None
-        x = self.adata_manager.get_from_registry(X_KEY)
+        keys = [X_KEY] + ([PROTEIN_KEY] if PROTEIN_KEY in self.adata_manager.data_registry else [])
         batch = np.asarray(self.adata_manager.get_from_registry(BATCH_KEY)).reshape(-1)
-        log_lib = np.concatenate(
-            [
-                np.log(np.maximum(np.asarray(x[i : i + 10_000].sum(1)).reshape(-1), 1.0))
-                for i in range(0, x.shape[0], 10_000)
-            ]
-        )
-        means, stds = np.zeros(max(n_batch, 1)), np.ones(max(n_batch, 1))
-        for b in range(max(n_batch, 1)):
-            values = log_lib[batch == b]
-            if values.size:
-                means[b] = values.mean()
-                stds[b] = max(values.std(), 1e-3)
+        means, stds = np.zeros((max(n_batch, 1), len(keys))), np.ones((max(n_batch, 1), len(keys)))
+        for j, key in enumerate(keys):
+            x = self.adata_manager.get_from_registry(key)
+            x = x.to_numpy() if hasattr(x, "to_numpy") else x
+            log_lib = np.concatenate(
+                [
+                    np.log(np.maximum(np.asarray(x[i : i + 10_000].sum(1)).reshape(-1), 1.0))
+                    for i in range(0, x.shape[0], 10_000)
+                ]
+            )
+            for b in range(max(n_batch, 1)):
+                values = log_lib[batch == b]
+                if values.size:
+                    means[b, j] = values.mean()
+                    stds[b, j] = max(values.std(), 1e-3)
         return means, stds
 
     def train(
@@ -569,7 +665,7 @@ class GDE(BaseModelClass):
 
         def chunks():
             for tensors, ids in self._chunks(data, cell_indices, cell_group_ids, batch_size):
-                yield module.encoder_input(tensors[X_KEY]), ids
+                yield module.encoder_input(module.modelled_data(tensors)), ids
 
         z = module.encoder.encode_streaming(chunks, len(names)).cpu().numpy()
         return names, z, labels, cell_indices, cell_group_ids
@@ -694,7 +790,7 @@ class GDE(BaseModelClass):
         out = []
         data = self._registered(adata)
         for tensors, ids in self._chunks(data, wanted, group_of_cell[wanted], batch_size):
-            x_in = self.module.encoder_input(tensors[X_KEY])
+            x_in = self.module.encoder_input(self.module.modelled_data(tensors))
             out.append(self.module.generator.cell_latent(x_in, z_t[ids]).cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, self.module.generator.n_latent_cell))
 
@@ -800,7 +896,8 @@ class GDE(BaseModelClass):
         -------
         AnnData of generated cells (raw counts, CSR, for count likelihoods; the representation,
         or genes with ``loadings``) with the source group or embedding name in
-        ``obs["group"]``.
+        ``obs["group"]``. For a model of RNA and proteins (:meth:`setup_mudata` with a
+        ``"protein_layer"``): a MuData with both modalities, named as in the training data.
         """
         self._check_if_trained(warn=True)
         n_cells = _positive_int(n_cells, "n_cells")
@@ -850,6 +947,8 @@ class GDE(BaseModelClass):
             {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},
             index=[f"gen_{i}" for i in range(x.shape[0])],
         )
+        if self.module.n_proteins:
+            return self._generated_mudata(x, obs)
         var = pd.DataFrame(index=self.var_names.astype(str))
         if loadings is not None:
             genes = representation_to_genes(x, adata, loadings)
@@ -858,14 +957,38 @@ class GDE(BaseModelClass):
             )
         return AnnData(X=sparse.csr_matrix(x) if self.module.count_data else x, obs=obs, var=var)
 
+    def _generated_mudata(self, x: np.ndarray, obs: pd.DataFrame):
+        """Generated RNA and protein counts as a MuData with the model's modality names."""
+        from mudata import MuData
+
+        n_genes = len(self.var_names)
+        names = self._modalities
+        mods = {
+            names["rna_layer"]: AnnData(
+                X=sparse.csr_matrix(x[:, :n_genes]),
+                obs=obs.copy(),
+                var=pd.DataFrame(index=self.var_names.astype(str)),
+            ),
+            names["protein_layer"]: AnnData(
+                X=sparse.csr_matrix(x[:, n_genes:]),
+                obs=obs.copy(),
+                var=pd.DataFrame(index=self.protein_names.astype(str)),
+            ),
+        }
+        mdata = MuData(mods)
+        mdata.obs["group"] = obs["group"]
+        return mdata
+
     def _library_for(self, tensors: dict[str, torch.Tensor], from_group: bool) -> torch.Tensor:
-        """Library sizes: the copied cells' own, or log-normal draws for their batch."""
+        """``(n_cells, n_blocks)`` library sizes per modality: the copied cells' own, or
+        log-normal draws for their batch."""
         if from_group:
-            return tensors[X_KEY].sum(-1, keepdim=True).clamp(min=1.0)
+            data = self.module.modelled_data(tensors)
+            return block_totals(data, self.module.block_sizes).clamp(min=1.0)
         batch = tensors[BATCH_KEY].long().view(-1)
         mean = self.module.library_log_mean[batch]
         std = self.module.library_log_std[batch]
-        return torch.exp(mean + std * torch.randn_like(mean)).unsqueeze(-1)
+        return torch.exp(mean + std * torch.randn_like(mean))
 
     def _embedding_input(self, embedding) -> tuple[list[str], np.ndarray]:
         if isinstance(embedding, pd.DataFrame):
@@ -907,17 +1030,16 @@ class GDE(BaseModelClass):
                 map_location="cpu",
                 weights_only=False,
             )
-            saved_names = saved["var_names"]
-            args = saved["attr_dict"]["registry_"]["setup_args"]
+            registry = saved["attr_dict"]["registry_"]
+            args = registry["setup_args"]
             if not args.get("obsm_key"):
-                rna = (args.get("modalities") or {}).get("rna_layer")
-                names = adata.mod[rna].var_names if rna is not None else adata.var_names
-                if isinstance(saved_names, dict):
-                    saved_names = saved_names.get(rna, next(iter(saved_names.values())))
-                if not np.array_equal(np.asarray(names), np.asarray(saved_names)):
-                    raise ValueError(
-                        f"The AnnData's var names do not match the saved model's "
-                        f"{len(saved_names)} features. Subset and order it like the training "
-                        "data before loading."
-                    )
+                fields_ = registry["field_registries"]
+                proteins = fields_.get(PROTEIN_KEY, {}).get("state_registry", {})
+                _check_feature_names(
+                    adata,
+                    dict(args.get("modalities") or {}),
+                    fields_[X_KEY]["state_registry"]["column_names"],
+                    proteins.get("column_names", []),
+                    whose="saved model",
+                )
         return super().load(dir_path, adata=adata, prefix=prefix, **kwargs)

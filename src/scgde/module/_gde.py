@@ -14,11 +14,14 @@ from .._constants import (
     COUNT_LIKELIHOODS,
     ENCODER_TARGET_SUM,
     GROUP_LABEL_KEY,
+    PROTEIN_ENCODER_TARGET_SUM,
+    PROTEIN_KEY,
     SET_IDS_KEY,
     UNLABELED_CODE,
     X_KEY,
 )
 from ..nn import make_encoder, make_generator
+from ..nn._blocks import block_slices, block_totals
 from ..nn._mlp import mlp
 
 
@@ -29,6 +32,11 @@ class GDEModule(BaseModuleClass):
     ``tensors[SET_IDS_KEY]`` the set index of each cell. The loss is the generator's per-cell
     loss (reconstruction plus ``kl_weight`` times KL), averaged over cells.
 
+    With ``n_proteins > 0`` the cells also carry protein counts (``tensors[PROTEIN_KEY]``): the
+    modelled data are then the genes followed by the proteins; the encoder reads both (each
+    log-normalised by its own total) and the generator models both with the count likelihood,
+    each block with its own library size and per-feature dispersion.
+
     With ``n_labels > 0`` a classifier head on ``z`` predicts a label of each set's group
     (semi-supervised: sets of unlabelled groups, whose cells carry ``UNLABELED_CODE`` in
     ``tensors[GROUP_LABEL_KEY]``, only train the generative part); its cross-entropy, averaged
@@ -37,7 +45,7 @@ class GDEModule(BaseModuleClass):
     Parameters
     ----------
     n_input
-        Number of features.
+        Number of features (genes).
     n_latent
         Dimension of the distribution embedding.
     n_batch
@@ -51,8 +59,9 @@ class GDEModule(BaseModuleClass):
     likelihood
         ``"nb"``, ``"zinb"``, ``"poisson"`` (counts) or ``"gaussian"`` (continuous data).
     library_log_mean, library_log_std
-        Mean and standard deviation of log library size per batch (count likelihoods), used to
-        draw library sizes when generating from an embedding alone.
+        ``(n_batch, n_blocks)`` mean and standard deviation of log library size per batch and
+        feature block (count likelihoods), used to draw library sizes when generating from an
+        embedding alone.
     encoder_kwargs, generator_kwargs
         Passed to the encoder and generator constructors.
     n_labels
@@ -62,6 +71,8 @@ class GDEModule(BaseModuleClass):
     generative_weight
         Weight of the generator loss; ``0`` trains a purely supervised set classifier (a
         baseline for the semi-supervised model).
+    n_proteins
+        Number of protein features (0: RNA only). Needs a count likelihood.
     """
 
     def __init__(
@@ -81,36 +92,59 @@ class GDEModule(BaseModuleClass):
         n_labels: int = 0,
         classification_ratio: float = 50.0,
         generative_weight: float = 1.0,
+        n_proteins: int = 0,
     ):
         super().__init__()
         self.n_latent = n_latent
         self.likelihood = likelihood
         self.count_data = likelihood in COUNT_LIKELIHOODS
+        if n_proteins and not self.count_data:
+            raise ValueError("Protein counts need a count likelihood ('nb', 'zinb', 'poisson').")
+        self.n_proteins = int(n_proteins)
+        self.block_sizes = (n_input, self.n_proteins) if self.n_proteins else (n_input,)
+        n_features = sum(self.block_sizes)
+        generator_kwargs = dict(generator_kwargs or {})
+        if self.n_proteins:
+            generator_kwargs["block_sizes"] = self.block_sizes
         self.n_batch = n_batch if n_batch > 1 else 0
         self.n_cats_per_cov = list(n_cats_per_cov or [])
         self.n_continuous_cov = n_continuous_cov
         n_covariates = self.n_batch + sum(self.n_cats_per_cov) + n_continuous_cov
-        self.encoder = make_encoder(encoder, n_input, n_latent, **(encoder_kwargs or {}))
+        self.encoder = make_encoder(encoder, n_features, n_latent, **(encoder_kwargs or {}))
         self.generator = make_generator(
-            generator, n_input, n_latent, n_covariates, likelihood, **(generator_kwargs or {})
+            generator, n_features, n_latent, n_covariates, likelihood, **generator_kwargs
         )
         self.n_labels = n_labels
         self.classification_ratio = classification_ratio
         self.generative_weight = generative_weight
         self.classifier = mlp(n_latent, n_labels, n_hidden=64, n_layers=1) if n_labels else None
-        n_lib = max(n_batch, 1)
-        mean = np.zeros(n_lib) if library_log_mean is None else np.asarray(library_log_mean)
-        std = np.ones(n_lib) if library_log_std is None else np.asarray(library_log_std)
+        shape = (max(n_batch, 1), len(self.block_sizes))
+        mean = np.zeros(shape) if library_log_mean is None else np.asarray(library_log_mean)
+        std = np.ones(shape) if library_log_std is None else np.asarray(library_log_std)
         self.register_buffer("library_log_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("library_log_std", torch.as_tensor(std, dtype=torch.float32))
 
     # ----------------------------------------------------------------------------- helpers
+    def modelled_data(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The data the generator models: ``X``, followed by the protein counts if any."""
+        x = tensors[X_KEY].float()
+        if self.n_proteins:
+            x = torch.cat([x, tensors[PROTEIN_KEY].float().to(x.device)], dim=-1)
+        return x
+
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the set encoder reads: log1p-normalised counts, or the data as is."""
+        """What the set encoder reads: counts log1p-normalised per block, or the data as is."""
         if not self.count_data:
             return x
-        library = x.sum(-1, keepdim=True).clamp(min=1.0)
-        return torch.log1p(x / library * ENCODER_TARGET_SUM)
+        library = block_totals(x, self.block_sizes).clamp(min=1.0)
+        targets = (ENCODER_TARGET_SUM, PROTEIN_ENCODER_TARGET_SUM)
+        return torch.cat(
+            [
+                torch.log1p(x[:, block] / library[:, j : j + 1] * targets[j])
+                for j, block in enumerate(block_slices(self.block_sizes))
+            ],
+            dim=-1,
+        )
 
     def covariate_vector(self, tensors: dict[str, torch.Tensor], n_cells: int) -> torch.Tensor:
         """One-hot batch and categorical covariates and the continuous covariates, concatenated."""
@@ -129,7 +163,7 @@ class GDEModule(BaseModuleClass):
 
     # ----------------------------------------------------------------- scvi-tools protocol
     def _get_inference_input(self, tensors, **kwargs):
-        return {"x": tensors[X_KEY].float(), "set_ids": tensors[SET_IDS_KEY].long().view(-1)}
+        return {"x": self.modelled_data(tensors), "set_ids": tensors[SET_IDS_KEY].long().view(-1)}
 
     @auto_move_data
     def inference(self, x: torch.Tensor, set_ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -140,7 +174,7 @@ class GDEModule(BaseModuleClass):
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
         return {
-            "x": tensors[X_KEY].float(),
+            "x": self.modelled_data(tensors),
             "x_in": inference_outputs["x_in"],
             "z": inference_outputs["z"],
             "cov": self.covariate_vector(tensors, tensors[X_KEY].shape[0]),
@@ -153,7 +187,7 @@ class GDEModule(BaseModuleClass):
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Generator loss per cell averaged over cells, plus the weighted classification loss."""
-        x = tensors[X_KEY].float()
+        x = self.modelled_data(tensors)
         reconstruction, kl = self.generator.loss(x, generative_outputs)
         loss = self.generative_weight * torch.mean(reconstruction + kl_weight * kl)
         extra = {}

@@ -27,6 +27,7 @@ from torch import nn
 from torch.distributions import Normal, Poisson, kl_divergence
 
 from .._constants import COUNT_LIKELIHOODS, LIKELIHOODS
+from ._blocks import block_slices, block_totals
 from ._diffusion import DiffusionGenerator
 from ._mlp import mlp
 
@@ -53,6 +54,11 @@ class CVAEGenerator(nn.Module):
         Dimension of the per-cell latent ``u``.
     n_hidden, n_layers, dropout
         Sizes of the encoder and decoder MLPs.
+    block_sizes
+        Count models only: sizes of consecutive feature blocks that each have their own library
+        size, e.g. ``(n_genes, n_proteins)`` for RNA and protein counts of CITE-seq; the decoder
+        normalises its rates within each block (a softmax per block) and scales them by the
+        block's library. Default: one block of all features.
     """
 
     def __init__(
@@ -65,10 +71,17 @@ class CVAEGenerator(nn.Module):
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout: float = 0.1,
+        block_sizes: tuple[int, ...] | None = None,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}.")
+        block_sizes = (n_input,) if block_sizes is None else tuple(int(b) for b in block_sizes)
+        if sum(block_sizes) != n_input or min(block_sizes) < 1:
+            raise ValueError(f"`block_sizes` {block_sizes} must be positive and sum to {n_input}.")
+        if len(block_sizes) > 1 and likelihood not in COUNT_LIKELIHOODS:
+            raise ValueError("Several feature blocks need a count likelihood.")
+        self.block_sizes = block_sizes
         self.likelihood = likelihood
         self.n_latent_cell = n_latent_cell
         self.cell_encoder = mlp(
@@ -91,12 +104,21 @@ class CVAEGenerator(nn.Module):
     def likelihood_distribution(
         self, u: torch.Tensor, z: torch.Tensor, cov: torch.Tensor, library: torch.Tensor | None
     ) -> torch.distributions.Distribution:
-        """``p(x | u, z, cov)``; ``library``: ``(n_cells, 1)`` total counts (count models)."""
+        """``p(x | u, z, cov)``.
+
+        ``library``: ``(n_cells, n_blocks)`` total counts of each feature block (count models).
+        """
         hidden = F.gelu(self.decoder_body(torch.cat([u, z, cov], dim=-1)))
         raw = self.decoder_mean(hidden)
         if self.likelihood == "gaussian":
             return Normal(raw, torch.exp(self.log_gene_param.clamp(-10, 10)))
-        mu = torch.softmax(raw, dim=-1) * library
+        mu = torch.cat(
+            [
+                torch.softmax(raw[:, block], dim=-1) * library[:, j : j + 1]
+                for j, block in enumerate(block_slices(self.block_sizes))
+            ],
+            dim=-1,
+        )
         if self.likelihood == "poisson":
             return Poisson(mu)
         theta = torch.exp(self.log_gene_param.clamp(-10, 15))
@@ -108,7 +130,9 @@ class CVAEGenerator(nn.Module):
 
     def forward(self, x, x_in, z, cov) -> dict[str, torch.distributions.Distribution]:
         qu = self.posterior(x_in, z)
-        library = x.sum(-1, keepdim=True) if self.likelihood in COUNT_LIKELIHOODS else None
+        library = (
+            block_totals(x, self.block_sizes) if self.likelihood in COUNT_LIKELIHOODS else None
+        )
         return {"qu": qu, "px": self.likelihood_distribution(qu.rsample(), z, cov, library)}
 
     def loss(self, x, outputs) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
-import http.client
 import io
 import urllib.error
 import urllib.request
@@ -257,7 +256,7 @@ def test_cached_file_with_wrong_checksum(tmp_path, blobs, monkeypatch):
     cache = tmp_path / "cache"
     paths = _write(cache, blobs)
     _set_checksums(monkeypatch, {"metadata": "0" * 64})
-    with pytest.raises(ValueError, match="Checksum mismatch for cached LARRY file.*metadata"):
+    with pytest.raises(ValueError, match="Checksum mismatch for the cached LARRY file.*metadata"):
         larry(cache_dir=cache)
     assert paths["metadata"].exists()  # a user's file is reported, not deleted
 
@@ -279,13 +278,14 @@ def test_missing_files_without_download(tmp_path, blobs):
 
 
 def test_default_cache_dir(tmp_path, blobs, monkeypatch):
+    # the folder rule itself is tested in test_download.py; here: larry() uses "larry"
     monkeypatch.setenv("SCGDE_DATA_DIR", str(tmp_path / "data"))
-    assert _larry._default_cache_dir() == tmp_path / "data" / "larry"
     _write(tmp_path / "data" / "larry", blobs)
     assert larry(download=False).shape == (6, 4)
     monkeypatch.delenv("SCGDE_DATA_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert _larry._default_cache_dir() == tmp_path / "home" / ".cache" / "scgde" / "larry"
+    with pytest.raises(FileNotFoundError, match="cache folder .*/home/.cache/scgde/larry"):
+        larry(download=False)
 
 
 # ------------------------------------------------------------------------------ download
@@ -317,6 +317,8 @@ def test_download_unknown_checksum_warns(tmp_path, blobs, monkeypatch):
     observed = {key: _sha(blob) for key, blob in blobs.items()}
     messages = " ".join(str(w.message) for w in record)
     assert all(h in messages for h in observed.values())
+    assert "_FILES['metadata']['sha256'] in scgde/datasets/_larry.py" in messages
+    assert {w.filename for w in record} == {__file__}  # points at the call of larry()
     assert adata.uns["larry"]["sha256"] == observed
 
 
@@ -337,35 +339,17 @@ def test_download_wrong_checksum_is_deleted(tmp_path, blobs, monkeypatch):
     ]
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        urllib.error.URLError("[Errno -3] Temporary failure in name resolution"),
-        TimeoutError("timed out"),
-        urllib.error.HTTPError("http://x", 404, "Not Found", None, None),
-    ],
-)
-def test_offline_error(tmp_path, blobs, monkeypatch, error):
+def test_offline_error(tmp_path, blobs, monkeypatch):
+    # the failure modes (DNS, timeout, HTTP, interrupted read) are tested in test_download.py
     cache = tmp_path / "cache"
+    error = urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
     monkeypatch.setattr(urllib.request, "urlopen", FakeServer(blobs, fail=error))
     with pytest.raises(ConnectionError) as info:
         larry(cache_dir=cache)
     message = str(info.value)
     first = _larry._FILES["counts"]
-    assert first["filename"] in message and first["url"] in message
+    assert "LARRY" in message and first["filename"] in message and first["url"] in message
     assert str(cache / first["filename"]) in message and "place" in message
-    assert _leftovers(cache) == []
-
-
-def test_interrupted_download_leaves_nothing(tmp_path, blobs, monkeypatch):
-    class Broken(io.BytesIO):
-        def read(self, n=-1):
-            if self.tell() > 10:
-                raise http.client.IncompleteRead(b"partial")
-            return super().read(min(n, 16))
-
-    cache = tmp_path / "cache"
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Broken(b"x" * 100))
-    with pytest.raises(ConnectionError, match="stateFate_inVitro_normed_counts.mtx.gz"):
-        larry(cache_dir=cache)
+    assert f"larry(cache_dir={str(cache)!r})" in message
+    assert all(spec["filename"] in message for spec in _larry._FILES.values())
     assert _leftovers(cache) == []

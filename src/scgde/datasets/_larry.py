@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
-import http.client
 import io
-import logging
 import os
 import re
-import urllib.error
-import urllib.request
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -29,11 +23,9 @@ import pandas as pd
 import scipy.io
 from scipy import sparse
 
-from .._io import write_atomic
+from . import _download
 
 __all__ = ["larry"]
-
-logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------ sources
 #: Where the LARRY in-vitro files come from. The file list and descriptions are those of the
@@ -83,100 +75,9 @@ _COLUMNS = {
 }
 _SPRING = ("SPRING-x", "SPRING-y")
 _CATEGORICAL = ("library", "starting_population", "cell_type", "well")
-_TIMEOUT_S = 60
-_CHUNK = 1 << 20
 
 
 # ------------------------------------------------------------------------------ files
-def _default_cache_dir() -> Path:
-    root = os.environ.get("SCGDE_DATA_DIR")
-    if root:
-        return Path(root).expanduser() / "larry"
-    return Path.home() / ".cache" / "scgde" / "larry"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _unknown_checksum_warning(key: str, filename: str, observed: str) -> None:
-    warnings.warn(
-        f"No SHA-256 checksum on record for LARRY file {filename!r}; accepted it unverified "
-        f"(observed sha256={observed}). Record it as _FILES[{key!r}]['sha256'] in "
-        "scgde/datasets/_larry.py to verify future downloads.",
-        UserWarning,
-        stacklevel=5,
-    )
-
-
-def _download(key: str, dest: Path) -> str:
-    """Download ``_FILES[key]`` to ``dest`` atomically; verify and return its SHA-256.
-
-    The data are streamed to a temporary file beside ``dest`` and renamed only after the
-    checksum matched, so an interrupted or corrupt download never appears at ``dest``.
-    """
-    spec = _FILES[key]
-    url, filename, expected = spec["url"], spec["filename"], spec["sha256"]
-    observed = ""
-
-    def offline(exc: BaseException) -> ConnectionError:
-        return ConnectionError(
-            f"Could not download LARRY file {filename!r} from {url} ({exc}). Check your "
-            f"internet connection, or download the file by other means and place it at "
-            f"{dest} (the folder should hold "
-            f"{', '.join(s['filename'] for s in _FILES.values())}), then call "
-            f"larry(cache_dir={str(dest.parent)!r})."
-        )
-
-    def write(tmp: Path) -> None:
-        nonlocal observed
-        digest = hashlib.sha256()
-        logger.info("Downloading %s to %s", url, dest)
-        try:
-            response = urllib.request.urlopen(url, timeout=_TIMEOUT_S)
-        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
-            raise offline(exc) from exc
-        with response, open(tmp, "wb") as fh:
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise offline(exc) from exc
-                if not chunk:
-                    break
-                digest.update(chunk)
-                fh.write(chunk)
-        observed = digest.hexdigest()
-        if expected is not None and observed != expected.lower():
-            raise ValueError(
-                f"Checksum mismatch for downloaded LARRY file {filename!r} from {url}: "
-                f"expected sha256={expected}, got {observed}. The download was deleted; "
-                "try again, and report it if the mismatch persists (the file may have "
-                "changed upstream)."
-            )
-
-    write_atomic(dest, write)
-    if expected is None:
-        _unknown_checksum_warning(key, filename, observed)
-    return observed
-
-
-def _verify_cached(key: str, path: Path) -> str:
-    expected = _FILES[key]["sha256"]
-    observed = _sha256(path)
-    if expected is not None and observed != expected.lower():
-        raise ValueError(
-            f"Checksum mismatch for cached LARRY file {path}: expected sha256={expected}, got "
-            f"{observed}. The file is corrupt or not the published one; delete it and call "
-            "larry() again to download it."
-        )
-    return observed
-
-
 def _resolve_files(
     cache_dir: str | os.PathLike | None,
     download: bool,
@@ -193,9 +94,13 @@ def _resolve_files(
         path = Path(value).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"files[{key!r}] = {str(path)!r} is not a file.")
-        paths[key], hashes[key] = path, _sha256(path)  # user files: recorded, not verified
+        # user files: recorded, not verified
+        paths[key], hashes[key] = path, _download.file_digests(path)["sha256"]
 
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
+    if cache_dir is None:
+        cache = _download.default_cache_dir("larry")
+    else:
+        cache = Path(cache_dir).expanduser()
     needed = [key for key in _FILES if key not in paths]
     missing = [key for key in needed if not (cache / _FILES[key]["filename"]).is_file()]
     if missing and not download:
@@ -207,9 +112,24 @@ def _resolve_files(
             "Call larry(download=True), or place the files there by hand."
         )
     for key in needed:
-        path = cache / _FILES[key]["filename"]
-        hashes[key] = _download(key, path) if key in missing else _verify_cached(key, path)
-        paths[key] = path
+        spec = _FILES[key]
+        path = cache / spec["filename"]
+        if key in missing:
+            names = ", ".join(s["filename"] for s in _FILES.values())
+            digests = _download.download(
+                spec["url"],
+                path,
+                sha256=spec["sha256"],
+                what=f"LARRY file {spec['filename']!r}",
+                manual=f"then call larry(cache_dir={str(cache)!r}) (the folder should hold "
+                f"{names})",
+                record=f"_FILES[{key!r}]['sha256'] in scgde/datasets/_larry.py",
+            )
+        else:
+            digests = _download.verify_file(
+                path, sha256=spec["sha256"], what="LARRY file", retry="larry()"
+            )
+        paths[key], hashes[key] = path, digests["sha256"]
     return paths, hashes
 
 

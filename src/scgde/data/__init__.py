@@ -1,7 +1,18 @@
-"""Sets of cells: group labels, data checks, set sampling and group-wise splitting."""
+"""Sets of cells: group labels, data checks, set sampling and group-wise splitting, and the
+features of perturbations (parsing ``"A+B"``, data-derived co-expression features, one-hot
+features, user feature tables)."""
 
 from ._group_labels import group_level_labels
 from ._groups import cells_of_groups, group_labels
+from ._perturbation_features import (
+    coexpression_features,
+    default_perturbation_features,
+    features_from_uns,
+    one_hot_features,
+    perturbation_feature_matrix,
+    perturbation_parts,
+    split_combination,
+)
 from ._registered import RegisteredData
 from ._set_sampler import GroupSetSampler
 from ._splitter import GroupDataSplitter, sets_per_epoch
@@ -14,8 +25,15 @@ __all__ = [
     "RegisteredData",
     "cells_of_groups",
     "check_values",
+    "coexpression_features",
     "column_statistics",
+    "default_perturbation_features",
+    "features_from_uns",
     "group_labels",
     "group_level_labels",
+    "one_hot_features",
+    "perturbation_feature_matrix",
+    "perturbation_parts",
     "sets_per_epoch",
+    "split_combination",
 ]

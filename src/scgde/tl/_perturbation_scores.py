@@ -1,0 +1,635 @@
+r"""Scores of predicted perturbation responses against held-out observed cells.
+
+Conventions shared by :func:`pseudobulk_shifts`, :func:`score_perturbations` and the baselines
+(:func:`scgde.tl.mean_shift_baseline`, :func:`scgde.tl.ridge_baseline`):
+
+* Expression inputs are **log-normalised** (``log1p`` of counts per 10,000, as
+  ``sc.pp.normalize_total(target_sum=1e4)`` then ``sc.pp.log1p``), in ``adata.X`` or in
+  ``adata.layers[layer]``. Nothing checks this; raw counts give scores on another scale.
+* The **pseudobulk** of a set of cells is its mean expression vector.
+* The **shift** of a perturbation in a context is
+  ``pseudobulk(perturbed cells of the context) - pseudobulk(control cells of the context)``.
+  Without a context key, all control cells form one control.
+* Labels (perturbations, contexts) are compared as strings. A table of pairs is indexed by the
+  perturbation name (an :class:`~pandas.Index` named ``perturbation_key``) or, when a
+  ``context_key`` is used, by ``(perturbation, context)`` (a :class:`~pandas.MultiIndex` named
+  ``[perturbation_key, context_key]``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from ..metrics._kernel import energy_distance
+
+# A shift vector whose standard deviation across genes is below this fraction of the expression
+# scale (max |control pseudobulk|, at least 1) is treated as constant: its correlation is undefined.
+_CONSTANT_RTOL = 1e-10
+#: The metric columns of :func:`score_perturbations`, in order.
+SCORE_COLUMNS = ("r2", "mse", "r2_top_de", "mse_top_de", "energy_distance")
+
+
+# ----------------------------------------------------------------------------- input helpers
+def check_keys(perturbation_key: str, context_key: str | None) -> None:
+    """Both keys are strings, and different."""
+    if not isinstance(perturbation_key, str) or not perturbation_key:
+        raise ValueError(
+            f"`perturbation_key` must be a non-empty string, got {perturbation_key!r}."
+        )
+    if context_key is not None:
+        if not isinstance(context_key, str) or not context_key:
+            raise ValueError(
+                f"`context_key` must be a non-empty string or None, got {context_key!r}."
+            )
+        if context_key == perturbation_key:
+            raise ValueError("`context_key` must differ from `perturbation_key`.")
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def obs_labels(adata: AnnData, key: str, what: str) -> np.ndarray:
+    """``adata.obs[key]`` as an array of strings; a missing column or value is an error."""
+    if key not in adata.obs.columns:
+        raise KeyError(
+            f"{what}.obs has no column {key!r}; available columns: {list(adata.obs.columns)}."
+        )
+    column = adata.obs[key]
+    n_missing = int(column.isna().sum())
+    if n_missing:
+        raise ValueError(f"{what}.obs[{key!r}] has {n_missing} missing values; label every cell.")
+    return np.asarray(column.astype(str), dtype=object)
+
+
+def expression(adata: AnnData, layer: str | None, what: str):
+    """``adata.X`` or ``adata.layers[layer]`` (not copied)."""
+    if layer is None:
+        if adata.X is None:
+            raise ValueError(f"{what}.X is empty; pass the `layer` holding log-normalised data.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"{what}.layers has no {layer!r}; available layers: {list(adata.layers)}.")
+    return adata.layers[layer]
+
+
+def dense_rows(matrix, rows: np.ndarray) -> np.ndarray:
+    """``matrix[rows]`` as a float64 ndarray (sparse rows are densified)."""
+    block = matrix[rows]
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    return np.asarray(block, dtype=np.float64)
+
+
+def group_means(matrix, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean row of every group, ``(n_groups, n_vars)`` float64; cells with code -1 are ignored.
+
+    One sparse indicator product, so ``matrix`` (dense or sparse) is read once and not copied.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    keep = np.flatnonzero(codes >= 0)
+    counts = np.bincount(codes[keep], minlength=n_groups).astype(np.float64)
+    if (counts == 0).any():
+        raise AssertionError("every group needs at least one cell")  # callers guarantee it
+    weights = sparse.csr_matrix(
+        (1.0 / counts[codes[keep]], (codes[keep], keep)), shape=(n_groups, matrix.shape[0])
+    )
+    means = weights @ matrix
+    means = means.toarray() if sparse.issparse(means) else np.asarray(means)
+    return np.asarray(means, dtype=np.float64)
+
+
+def pair_index(pairs: list[tuple[str, str | None]], perturbation_key: str, context_key):
+    """The index of a table of pairs: perturbation names, or (perturbation, context) tuples."""
+    if context_key is None:
+        return pd.Index([p for p, _ in pairs], name=perturbation_key, dtype=object)
+    if not pairs:
+        return pd.MultiIndex.from_arrays([[], []], names=[perturbation_key, context_key])
+    return pd.MultiIndex.from_tuples(pairs, names=[perturbation_key, context_key])
+
+
+def pair_name(pair: tuple[str, str | None]) -> str:
+    """A pair for messages: ``'p'`` or ``('p', 'c')``."""
+    return repr(pair[0]) if pair[1] is None else repr(pair)
+
+
+def names_list(items, limit: int = 10) -> str:
+    """The first ``limit`` items for an error message, with a count of the rest."""
+    items = list(items)
+    shown = ", ".join(pair_name(i) if isinstance(i, tuple) else repr(i) for i in items[:limit])
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return f"[{shown}]{more}"
+
+
+def aligned_to(adata: AnnData, genes: pd.Index, what: str, reference: str) -> AnnData:
+    """``adata`` with the genes ``genes`` in that order (a view if reordering is needed)."""
+    names = adata.var_names
+    if names.has_duplicates:
+        raise ValueError(f"{what}.var_names has duplicates; make them unique first.")
+    if names.equals(genes):
+        return adata
+    missing = genes.difference(names)
+    extra = names.difference(genes)
+    if len(missing) or len(extra):
+        raise ValueError(
+            f"{what} and {reference} must have the same var_names (genes): {what} lacks "
+            f"{len(missing)} of {reference}'s genes {names_list(missing, 5)} and has {len(extra)} "
+            f"others {names_list(extra, 5)}. Subset both to the shared genes first."
+        )
+    return adata[:, genes]  # same genes, another order: a view in the reference order
+
+
+# -------------------------------------------------------------------------------- controls
+class Control:
+    """Control cells and their pseudobulk per context (the key ``None`` without contexts)."""
+
+    def __init__(self, matrix, contexts: np.ndarray | None, obs_names: pd.Index, what: str):
+        self.matrix = matrix
+        self.obs_names = obs_names
+        self.what = what
+        if matrix.shape[0] == 0:
+            raise ValueError(f"{what} has no control cells.")
+        if contexts is None:
+            self.rows = {None: np.arange(matrix.shape[0])}
+            codes = np.zeros(matrix.shape[0], dtype=np.int64)
+            names = [None]
+        else:
+            codes, uniques = pd.factorize(contexts, sort=True)
+            names = [str(u) for u in uniques]
+            order = np.argsort(codes, kind="stable")
+            split = np.split(order, np.cumsum(np.bincount(codes))[:-1])
+            self.rows = dict(zip(names, split, strict=True))
+        means = group_means(matrix, codes, len(names))
+        if not np.isfinite(means).all():
+            raise ValueError(f"The control cells ({what}) contain NaN or infinite values.")
+        self.means = dict(zip(names, means, strict=True))
+
+    def check_contexts(self, contexts, what: str) -> None:
+        missing = sorted({c for c in contexts if c not in self.rows})
+        if missing:
+            raise KeyError(
+                f"Context(s) {names_list(missing)} of {what} have no control cells in "
+                f"{self.what}; contexts with controls: {names_list(sorted(self.rows))}."
+            )
+
+    def scale(self, context) -> float:
+        """Expression scale of a context (max |control pseudobulk|, at least 1)."""
+        return max(1.0, float(np.abs(self.means[context]).max(initial=0.0)))
+
+
+def resolve_control(
+    adata: AnnData,
+    perturbation_key: str,
+    control,
+    context_key: str | None,
+    layer: str | None,
+    what: str = "adata",
+) -> tuple[Control, np.ndarray]:
+    """The control of ``adata``, and a mask of its perturbed (non-control) cells.
+
+    ``control`` is an AnnData of control cells (then every cell of ``adata`` is perturbed) or the
+    label of the control cells in ``adata.obs[perturbation_key]``.
+    """
+    if isinstance(control, AnnData):
+        control_data = aligned_to(control, adata.var_names, "control", what)
+        contexts = None if context_key is None else obs_labels(control_data, context_key, "control")
+        matrix = expression(control_data, layer, "control")
+        return (
+            Control(matrix, contexts, control_data.obs_names, "the control AnnData"),
+            np.ones(adata.n_obs, dtype=bool),
+        )
+    if not isinstance(control, str | int | np.integer):
+        raise TypeError(
+            "`control` must be an AnnData of control cells or the control label of "
+            f"obs[{perturbation_key!r}], got {type(control).__name__}."
+        )
+    label = str(control)
+    perturbations = obs_labels(adata, perturbation_key, what)
+    is_control = perturbations == label
+    if not is_control.any():
+        raise ValueError(
+            f"No cell of {what} has {perturbation_key!r} == {label!r} (the control label); "
+            f"labels present: {names_list(sorted(set(perturbations)))}."
+        )
+    rows = np.flatnonzero(is_control)
+    contexts = None if context_key is None else obs_labels(adata, context_key, what)[rows]
+    matrix = expression(adata, layer, what)[rows]
+    control_object = Control(
+        matrix, contexts, adata.obs_names[rows], f"{what} ({perturbation_key} == {label!r})"
+    )
+    return control_object, ~is_control
+
+
+def pair_codes(
+    perturbations: np.ndarray, contexts: np.ndarray | None, mask: np.ndarray
+) -> tuple[list[tuple[str, str | None]], np.ndarray]:
+    """Sorted (perturbation, context) pairs of the cells in ``mask``, and each cell's pair code.
+
+    Cells outside ``mask`` get code -1. Without contexts the context of a pair is ``None``.
+    """
+    codes = np.full(len(perturbations), -1, dtype=np.int64)
+    rows = np.flatnonzero(mask)
+    if contexts is None:
+        keys = pd.Index(perturbations[rows])
+        pairs_of = [(p, None) for p in sorted(set(keys))]
+        lookup = {p: i for i, (p, _) in enumerate(pairs_of)}
+        codes[rows] = [lookup[p] for p in keys]
+    else:
+        combos = list(zip(perturbations[rows], contexts[rows], strict=True))
+        pairs_of = sorted(set(combos))
+        lookup = {pair: i for i, pair in enumerate(pairs_of)}
+        codes[rows] = [lookup[pair] for pair in combos]
+    return pairs_of, codes
+
+
+def shifts_and_control(
+    adata: AnnData,
+    perturbation_key: str,
+    control,
+    context_key: str | None = None,
+    layer: str | None = None,
+    what: str = "adata",
+) -> tuple[pd.DataFrame, pd.Series, Control]:
+    """:func:`pseudobulk_shifts`, with the number of cells of every pair and the control."""
+    check_keys(perturbation_key, context_key)
+    control_object, perturbed = resolve_control(
+        adata, perturbation_key, control, context_key, layer, what
+    )
+    perturbations = obs_labels(adata, perturbation_key, what)
+    contexts = None if context_key is None else obs_labels(adata, context_key, what)
+    pairs, codes = pair_codes(perturbations, contexts, perturbed)
+    control_object.check_contexts([c for _, c in pairs], what)
+    means = group_means(expression(adata, layer, what), codes, len(pairs))
+    if len(pairs):
+        means -= np.stack([control_object.means[c] for _, c in pairs])
+    index = pair_index(pairs, perturbation_key, context_key)
+    table = pd.DataFrame(means, index=index, columns=adata.var_names.copy())
+    counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(pairs)), index=index.copy())
+    return table, counts, control_object
+
+
+# ---------------------------------------------------------------------------- public tools
+def pseudobulk_shifts(
+    adata: AnnData,
+    perturbation_key: str,
+    control,
+    context_key: str | None = None,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Shift of every (perturbation, context) pair: its pseudobulk minus its control's.
+
+    Expression is log-normalised (``log1p`` of counts per 10,000). The pseudobulk of a set of
+    cells is their mean expression; the shift of perturbation ``p`` in context ``c`` is
+    ``mean(cells of p in c) - mean(control cells of c)`` (without ``context_key``: minus the
+    mean of all control cells). The table is what :func:`score_perturbations` compares and what
+    the baselines average or regress on.
+
+    Parameters
+    ----------
+    adata
+        Cells with log-normalised expression in ``X`` (or ``layers[layer]``) and the label
+        column ``obs[perturbation_key]`` (and ``obs[context_key]``).
+    perturbation_key
+        obs column naming each cell's perturbation.
+    control
+        The control: the label of the control cells in ``obs[perturbation_key]`` (e.g.
+        ``"control"``), or an AnnData of control cells with the same genes (and
+        ``obs[context_key]``); with an AnnData, every cell of ``adata`` counts as perturbed.
+    context_key
+        obs column naming each cell's context (cell line, donor, ...); shifts are then taken
+        against the control cells of the same context. ``None``: one pooled control.
+    layer
+        Layer holding the log-normalised expression; ``None`` uses ``X``.
+
+    Returns
+    -------
+    DataFrame
+        Pairs × genes, pairs sorted; indexed by perturbation (``Index`` named
+        ``perturbation_key``), or by ``(perturbation, context)`` (``MultiIndex``) with a
+        context key. Columns are ``adata.var_names``. ``adata`` is not modified.
+
+    Raises
+    ------
+    KeyError
+        If a column or layer is missing, or a context of a perturbed cell has no control cells.
+    ValueError
+        If no cell carries the control label, a label is missing, the genes of a control AnnData
+        differ, or the controls contain NaN/inf.
+    """
+    return shifts_and_control(adata, perturbation_key, control, context_key, layer)[0]
+
+
+def _correlation_squared(a: np.ndarray, b: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
+    """Row-wise squared Pearson r of ``a`` and ``b``; NaN where a row is (nearly) constant."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    norm_a = np.sqrt(np.einsum("ij,ij->i", a, a))
+    norm_b = np.sqrt(np.einsum("ij,ij->i", b, b))
+    n = a.shape[1]
+    constant = (norm_a <= tolerance * np.sqrt(n)) | (norm_b <= tolerance * np.sqrt(n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.einsum("ij,ij->i", a, b) / (norm_a * norm_b)
+    r = np.clip(r, -1.0, 1.0)
+    r[constant] = np.nan
+    return r**2
+
+
+def subsample(rows: np.ndarray, max_cells: int | None, seed: int) -> np.ndarray:
+    """At most ``max_cells`` of ``rows`` (without replacement, sorted), drawn with a fresh RNG.
+
+    A fresh ``default_rng(seed)`` per set means two sets of the same size keep the same
+    positions, so a prediction equal to the observed cells stays equal after subsampling.
+    """
+    if max_cells is None or len(rows) <= max_cells:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, max_cells, replace=False))
+
+
+def _pca_basis(fit: np.ndarray, n_comps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top principal axes ``(k, n_genes)`` of the rows of ``fit`` (no scaling)."""
+    from sklearn.decomposition import PCA
+
+    k = max(1, min(n_comps, fit.shape[0] - 1, fit.shape[1]))
+    pca = PCA(n_components=k, random_state=seed).fit(fit)
+    return pca.mean_, pca.components_
+
+
+def score_perturbations(
+    predicted: AnnData,
+    observed: AnnData,
+    control,
+    perturbation_key: str = "perturbation",
+    context_key: str | None = None,
+    n_top_de: int = 20,
+    n_comps: int = 30,
+    layer: str | None = None,
+    max_cells: int | None = 500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    r"""Score predicted cells of held-out perturbations against the observed cells.
+
+    All three AnnData hold log-normalised expression (``log1p`` of counts per 10,000).
+    For every (perturbation, context) pair present in ``predicted``, with shifts as in
+    :func:`pseudobulk_shifts` (pseudobulk of the pair minus pseudobulk of the control cells of
+    its context; the same control is used for the predicted and the true shift):
+
+    ``r2``
+        Squared Pearson correlation, across all genes, between the predicted and the true shift.
+        Invariant to the sign and scale of the prediction (a negated shift scores 1).
+    ``mse``
+        Mean over genes of (predicted shift - true shift)\ :sup:`2`.
+    ``r2_top_de``, ``mse_top_de``
+        The same on the pair's top ``n_top_de`` DE genes, defined here as the genes with the
+        largest absolute **true** shift (ties: first in gene order) — an effect-size ranking on
+        the log-normalised pseudobulk, not a statistical test.
+    ``energy_distance``
+        Squared energy distance (:func:`scgde.metrics.energy_distance`, V-statistic) between the
+        predicted and the observed cells of the pair, in a PCA shared by all pairs of the context
+        (``n_comps`` components, centred, not scaled), fitted on the control cells of the context
+        plus all observed (non-control) cells of the context (everything, without a context
+        key). Each set (control, each observed pair, each predicted pair) is subsampled to at
+        most ``max_cells`` cells, without replacement, with ``numpy.random.default_rng(seed)``
+        drawn afresh for every set. It compares whole distributions, not just means; as an
+        estimate of the population value it is biased upwards by about
+        :math:`E\lVert X-X'\rVert/n + E\lVert Y-Y'\rVert/m`, so compare models on equal cell
+        numbers.
+    ``n_predicted``, ``n_observed``
+        Numbers of cells of the pair (before subsampling).
+
+    The predicted and the true shift subtract the same control pseudobulk, so its sampling
+    noise correlates them even for an uninformative prediction (most with few control cells);
+    judge ``r2`` against a baseline such as :func:`scgde.tl.mean_shift_baseline`, not
+    against 0. A shift that is constant across genes (for instance a prediction equal to the
+    control) has no correlation: its ``r2`` is NaN and a warning names the pairs. Use
+    :func:`summarize_scores` for the mean, median and standard error over pairs.
+
+    Parameters
+    ----------
+    predicted
+        Predicted cells, log-normalised, with ``obs[perturbation_key]`` (and
+        ``obs[context_key]``), e.g. the output of a model or of
+        :func:`scgde.tl.mean_shift_baseline`.
+    observed
+        The true cells of (at least) the same pairs, log-normalised, same genes.
+    control
+        An AnnData of control cells (with ``obs[context_key]`` when contexts are used), or the
+        control label of ``observed.obs[perturbation_key]`` (control cells taken from
+        ``observed``).
+    perturbation_key
+        obs column naming the perturbation, in ``predicted`` and ``observed``.
+    context_key
+        obs column naming the context; ``None``: one context and a pooled control.
+    n_top_de
+        Number of top DE genes (>= 2; all genes if there are fewer).
+    n_comps
+        Principal components for the energy distance (fewer if the fit set is smaller).
+    layer
+        Layer holding the log-normalised expression in all three AnnData; ``None`` uses ``X``.
+    max_cells
+        Cells per set at most for the PCA and the energy distance; ``None``: all cells.
+    seed
+        Seed of the subsampling and of the (possibly randomised) PCA solver.
+
+    Returns
+    -------
+    DataFrame
+        One row per pair of ``predicted``, sorted, indexed as :func:`pseudobulk_shifts`; columns
+        ``r2``, ``mse``, ``r2_top_de``, ``mse_top_de``, ``energy_distance``, ``n_predicted``,
+        ``n_observed``. The inputs are not modified.
+
+    Raises
+    ------
+    KeyError
+        If a column or layer is missing, a predicted pair has no observed cells, or a context has
+        no control cells (the message names them).
+    ValueError
+        If the genes differ, a label is missing, values are not finite, or an argument is bad.
+
+    Examples
+    --------
+    >>> pred = scgde.tl.mean_shift_baseline(train_cells, "perturbation", "control", train, test)
+    >>> table = scgde.tl.score_perturbations(pred, test_cells, control_cells)
+    >>> scgde.tl.summarize_scores(table)
+    """
+    check_keys(perturbation_key, context_key)
+    n_top_de = positive_int(n_top_de, "n_top_de", minimum=2)
+    n_comps = positive_int(n_comps, "n_comps")
+    if max_cells is not None:
+        max_cells = positive_int(max_cells, "max_cells")
+    genes = predicted.var_names
+    if genes.has_duplicates:
+        raise ValueError("predicted.var_names has duplicates; make them unique first.")
+    if len(genes) == 0:
+        raise ValueError("predicted has no genes.")
+    observed = aligned_to(observed, genes, "observed", "predicted")
+    control_object, observed_perturbed = resolve_control(
+        observed, perturbation_key, control, context_key, layer, "observed"
+    )
+
+    # pairs of the predicted cells, and the matching observed cells
+    pred_perts = obs_labels(predicted, perturbation_key, "predicted")
+    pred_ctx = None if context_key is None else obs_labels(predicted, context_key, "predicted")
+    pairs, pred_codes = pair_codes(pred_perts, pred_ctx, np.ones(predicted.n_obs, dtype=bool))
+    if not pairs:
+        raise ValueError("predicted has no cells.")
+    obs_perts = obs_labels(observed, perturbation_key, "observed")
+    obs_ctx = None if context_key is None else obs_labels(observed, context_key, "observed")
+    obs_pairs, obs_all_codes = pair_codes(obs_perts, obs_ctx, observed_perturbed)
+    position = {pair: i for i, pair in enumerate(obs_pairs)}
+    missing = [pair for pair in pairs if pair not in position]
+    if missing:
+        raise KeyError(
+            f"Predicted pair(s) {names_list(missing)} have no cells in `observed` (by "
+            f"{perturbation_key!r}{'' if context_key is None else f', {context_key!r}'})."
+        )
+    control_object.check_contexts([c for _, c in pairs], "predicted")
+    # observed codes renumbered to the predicted pairs (-1: not scored)
+    to_scored = np.full(len(obs_pairs) + 1, -1, dtype=np.int64)
+    to_scored[[position[pair] for pair in pairs]] = np.arange(len(pairs))
+    obs_codes = to_scored[obs_all_codes]  # code -1 maps to the last entry, -1
+
+    pred_matrix = expression(predicted, layer, "predicted")
+    obs_matrix = expression(observed, layer, "observed")
+    control_means = np.stack([control_object.means[c] for _, c in pairs])
+    pred_shift = group_means(pred_matrix, pred_codes, len(pairs)) - control_means
+    true_shift = group_means(obs_matrix, obs_codes, len(pairs)) - control_means
+    for name, shift in (("predicted", pred_shift), ("observed", true_shift)):
+        bad = [pair for pair, row in zip(pairs, shift, strict=True) if not np.isfinite(row).all()]
+        if bad:
+            raise ValueError(f"The {name} cells of pair(s) {names_list(bad)} contain NaN or inf.")
+
+    tolerance = _CONSTANT_RTOL * np.array([control_object.scale(c) for _, c in pairs])
+    k = min(n_top_de, len(genes))
+    top = np.argsort(-np.abs(true_shift), axis=1, kind="stable")[:, :k]
+    pred_top = np.take_along_axis(pred_shift, top, axis=1)
+    true_top = np.take_along_axis(true_shift, top, axis=1)
+    columns = {
+        "r2": _correlation_squared(pred_shift, true_shift, tolerance),
+        "mse": np.mean((pred_shift - true_shift) ** 2, axis=1),
+        "r2_top_de": _correlation_squared(pred_top, true_top, tolerance),
+        "mse_top_de": np.mean((pred_top - true_top) ** 2, axis=1),
+    }
+    undefined = []
+    for i, pair in enumerate(pairs):
+        nan_columns = [c for c in ("r2", "r2_top_de") if np.isnan(columns[c][i])]
+        if nan_columns:
+            undefined.append(f"{pair_name(pair)} ({', '.join(nan_columns)})")
+    if undefined:
+        more = len(undefined) - 10
+        shown = ", ".join(undefined[:10]) + (f" and {more} more" if more > 0 else "")
+        warnings.warn(
+            f"The predicted or true shift is constant across genes for {len(undefined)} pair(s), "
+            f"so their squared correlation is undefined and set to NaN: {shown}.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    columns["energy_distance"] = _energy_by_context(
+        pairs,
+        pred_matrix,
+        pred_codes,
+        obs_matrix,
+        obs_all_codes,
+        obs_pairs,
+        control_object,
+        n_comps,
+        max_cells,
+        seed,
+    )
+    columns["n_predicted"] = np.bincount(pred_codes, minlength=len(pairs))
+    columns["n_observed"] = np.bincount(obs_codes[obs_codes >= 0], minlength=len(pairs))
+    return pd.DataFrame(columns, index=pair_index(pairs, perturbation_key, context_key))
+
+
+def _rows_by_code(codes: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """Indices of the cells of every code ``0..n_groups-1`` (ascending)."""
+    keep = np.flatnonzero(codes >= 0)
+    order = keep[np.argsort(codes[keep], kind="stable")]
+    return np.split(order, np.cumsum(np.bincount(codes[keep], minlength=n_groups))[:-1])
+
+
+def _energy_by_context(
+    pairs,
+    pred_matrix,
+    pred_codes,
+    obs_matrix,
+    obs_codes,
+    obs_pairs,
+    control_object: Control,
+    n_comps: int,
+    max_cells: int | None,
+    seed: int,
+) -> np.ndarray:
+    """Energy distance of every scored pair, in a PCA fitted per context (see the docstring)."""
+    pred_rows = _rows_by_code(pred_codes, len(pairs))
+    obs_rows = _rows_by_code(obs_codes, len(obs_pairs))
+    obs_position = {pair: i for i, pair in enumerate(obs_pairs)}
+    result = np.full(len(pairs), np.nan)
+    for context in sorted({c for _, c in pairs}, key=lambda c: "" if c is None else c):
+        in_context = [i for i, obs_pair in enumerate(obs_pairs) if obs_pair[1] == context]
+        obs_sub = {i: subsample(obs_rows[i], max_cells, seed) for i in in_context}
+        control_rows = subsample(control_object.rows[context], max_cells, seed)
+        fit = np.concatenate(
+            [dense_rows(control_object.matrix, control_rows)]
+            + [dense_rows(obs_matrix, obs_sub[i]) for i in in_context]
+        )
+        mean, axes = _pca_basis(fit, n_comps, seed)
+        for j, pair in enumerate(pairs):
+            if pair[1] != context:
+                continue
+            observed_points = (dense_rows(obs_matrix, obs_sub[obs_position[pair]]) - mean) @ axes.T
+            predicted_points = (
+                dense_rows(pred_matrix, subsample(pred_rows[j], max_cells, seed)) - mean
+            ) @ axes.T
+            result[j] = energy_distance(predicted_points, observed_points)
+    return result
+
+
+def summarize_scores(table: pd.DataFrame, columns=None) -> pd.DataFrame:
+    """Mean, median and standard error over pairs of every score column.
+
+    Parameters
+    ----------
+    table
+        Output of :func:`score_perturbations`.
+    columns
+        Columns to summarise; default the metric columns present (``r2``, ``mse``,
+        ``r2_top_de``, ``mse_top_de``, ``energy_distance``).
+
+    Returns
+    -------
+    DataFrame
+        One row per column; columns ``mean``, ``median``, ``se`` (sample standard deviation
+        over pairs / sqrt(n); NaN for fewer than 2 pairs) and ``n`` (pairs with a finite value;
+        NaN scores, e.g. an undefined ``r2``, are left out of all statistics).
+    """
+    if columns is None:
+        columns = [c for c in SCORE_COLUMNS if c in table.columns]
+        if not columns:
+            raise ValueError(f"`table` has none of the score columns {list(SCORE_COLUMNS)}.")
+    else:
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise KeyError(f"`table` has no column(s) {missing}; columns: {list(table.columns)}.")
+    rows = {}
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="raise").to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        n = len(values)
+        rows[column] = {
+            "mean": values.mean() if n else np.nan,
+            "median": np.median(values) if n else np.nan,
+            "se": values.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan,
+            "n": n,
+        }
+    summary = pd.DataFrame.from_dict(rows, orient="index")
+    summary.index.name = "score"
+    return summary

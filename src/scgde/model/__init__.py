@@ -1,5 +1,6 @@
 """User-facing model classes."""
 
 from ._gde import GDE
+from ._perturbation import PerturbationGDE
 
-__all__ = ["GDE"]
+__all__ = ["GDE", "PerturbationGDE"]

@@ -214,6 +214,7 @@ class GDE(BaseModelClass):
             stats = column_statistics(self.adata_manager.get_from_registry(X_KEY))
             for name, value in stats.items():
                 module_generator_kwargs.setdefault(f"feature_{name}", value)
+        self.encoder_name_, self.generator_name_ = encoder, generator
         self.module = self._module_cls(
             n_input=self.adata_manager.get_from_registry(X_KEY).shape[1],
             n_latent=n_latent,
@@ -231,6 +232,7 @@ class GDE(BaseModelClass):
             classification_ratio=classification_ratio,
             generative_weight=generative_weight,
             n_proteins=n_proteins,
+            **self._module_kwargs(n_latent),
         )
         self._model_summary_string = (
             f"GDE: {len(labels.categories)} groups, encoder={encoder!r}, generator={generator!r}, "
@@ -243,6 +245,10 @@ class GDE(BaseModelClass):
             )
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _module_kwargs(self, n_latent: int) -> dict:
+        """Further module arguments of subclasses (called once the data are registered)."""
+        return {}
 
     # ------------------------------------------------------------------------------ set-up
     @classmethod
@@ -291,6 +297,30 @@ class GDE(BaseModelClass):
         setup_method_args = cls._get_setup_method_args(**locals())
         labels = group_labels(adata.obs, group_key)  # clear errors now rather than at training
         _check_group_label_column(adata.obs, labels, group_label_key)
+        cls._register_anndata(
+            adata,
+            setup_method_args,
+            layer,
+            batch_key,
+            categorical_covariate_keys,
+            continuous_covariate_keys,
+            obsm_key,
+            **kwargs,
+        )
+
+    @classmethod
+    def _register_anndata(
+        cls,
+        adata: AnnData,
+        setup_method_args: dict,
+        layer: str | None,
+        batch_key: str | None,
+        categorical_covariate_keys: list[str] | None,
+        continuous_covariate_keys: list[str] | None,
+        obsm_key: str | None,
+        **kwargs,
+    ) -> None:
+        """Register the data, batch and covariate fields of ``adata`` (after checking keys)."""
         if obsm_key is not None and layer is not None:
             raise ValueError("Pass either `layer` or `obsm_key`, not both.")
         if obsm_key is not None and obsm_key not in adata.obsm:
@@ -714,8 +744,8 @@ class GDE(BaseModelClass):
                 "group_key": self.group_key,
                 "n_groups": len(names),
                 "n_latent": int(z.shape[1]),
-                "encoder": self.init_params_["non_kwargs"]["encoder"],
-                "generator": self.init_params_["non_kwargs"]["generator"],
+                "encoder": self.encoder_name_,
+                "generator": self.generator_name_,
                 "likelihood": self.module.likelihood,
             }
             # all results are computed: write them together so a failure writes nothing
@@ -918,31 +948,9 @@ class GDE(BaseModelClass):
         else:
             names, z = self._embedding_input(embedding)
             donors = [np.arange(adata.n_obs)] * len(names)
-        self.module.eval()
-        rng = np.random.default_rng(seed)
-        if seed is not None:
-            torch.manual_seed(seed)
-        reference = self._registered(adata)
-        if batch is not None:
-            mapping = list(self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping)
-            if str(batch) not in [str(m) for m in mapping]:
-                raise ValueError(f"Unknown batch {batch!r}; known batches: {mapping}.")
-            batch_code = [str(m) for m in mapping].index(str(batch))
-        chunks = []
-        for g, _name in enumerate(names):
-            cells = rng.choice(donors[g], n_cells, replace=True)
-            tensors = {k: v.to(self.device) for k, v in reference.rows(cells).items()}
-            if batch is not None:
-                tensors[BATCH_KEY] = torch.full_like(tensors[BATCH_KEY], batch_code)
-            library = None
-            if self.module.count_data:
-                library = self._library_for(tensors, embedding is None)
-            z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
-                n_cells, -1
-            )
-            generated = self.module.sample_cells(z_rows, tensors, library, sampler_kwargs)
-            chunks.append(generated.cpu().numpy())
-        x = np.concatenate(chunks).astype(np.float32)
+        x = self._generate(
+            adata, z, donors, n_cells, batch, seed, sampler_kwargs, embedding is None
+        )
         obs = pd.DataFrame(
             {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},
             index=[f"gen_{i}" for i in range(x.shape[0])],
@@ -956,6 +964,44 @@ class GDE(BaseModelClass):
                 X=genes, obs=obs, var=pd.DataFrame(index=adata.var_names), obsm={obsm_key: x}
             )
         return AnnData(X=sparse.csr_matrix(x) if self.module.count_data else x, obs=obs, var=var)
+
+    @torch.inference_mode()
+    def _generate(
+        self,
+        adata,
+        z: np.ndarray,
+        donors: Sequence[np.ndarray],
+        n_cells: int,
+        batch: str | None,
+        seed: int | None,
+        sampler_kwargs: dict | None,
+        copy_library: bool,
+    ) -> np.ndarray:
+        """``n_cells`` cells per row of ``z``; each copies the covariates of a random cell of
+        ``donors[row]`` (and its library size if ``copy_library``, else a log-normal draw)."""
+        self.module.eval()
+        rng = np.random.default_rng(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+        reference = self._registered(adata)
+        if batch is not None:
+            mapping = list(self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping)
+            if str(batch) not in [str(m) for m in mapping]:
+                raise ValueError(f"Unknown batch {batch!r}; known batches: {mapping}.")
+            batch_code = [str(m) for m in mapping].index(str(batch))
+        chunks = []
+        for g in range(len(z)):
+            cells = rng.choice(donors[g], n_cells, replace=True)
+            tensors = {k: v.to(self.device) for k, v in reference.rows(cells).items()}
+            if batch is not None:
+                tensors[BATCH_KEY] = torch.full_like(tensors[BATCH_KEY], batch_code)
+            library = self._library_for(tensors, copy_library) if self.module.count_data else None
+            z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
+                n_cells, -1
+            )
+            generated = self.module.sample_cells(z_rows, tensors, library, sampler_kwargs)
+            chunks.append(generated.cpu().numpy())
+        return np.concatenate(chunks).astype(np.float32)
 
     def _generated_mudata(self, x: np.ndarray, obs: pd.DataFrame):
         """Generated RNA and protein counts as a MuData with the model's modality names."""

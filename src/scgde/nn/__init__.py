@@ -11,6 +11,7 @@ from ._set_encoders import (
     SetEncoder,
     make_encoder,
 )
+from ._shift_predictor import ShiftPredictor
 
 __all__ = [
     "ENCODERS",
@@ -21,6 +22,7 @@ __all__ = [
     "KMEEncoder",
     "MeanEncoder",
     "SetEncoder",
+    "ShiftPredictor",
     "make_encoder",
     "make_generator",
     "segment_mean",

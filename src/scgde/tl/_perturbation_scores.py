@@ -372,6 +372,7 @@ def score_perturbations(
     layer: str | None = None,
     max_cells: int | None = 500,
     seed: int = 0,
+    predicted_shift: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     r"""Score predicted cells of held-out perturbations against the observed cells.
 
@@ -436,6 +437,12 @@ def score_perturbations(
         Cells per set at most for the PCA and the energy distance; ``None``: all cells.
     seed
         Seed of the subsampling and of the (possibly randomised) PCA solver.
+    predicted_shift
+        The predicted shifts to score instead of those of the predicted cells, indexed like
+        :func:`pseudobulk_shifts` with the genes as columns, e.g. ``predicted.uns
+        ["predicted_shift"]`` of a model whose generator is biased (the shift is then taken
+        between its own decoded perturbed and control cells); the energy distance still
+        compares the predicted cells.
 
     Returns
     -------
@@ -499,6 +506,8 @@ def score_perturbations(
     obs_matrix = expression(observed, layer, "observed")
     control_means = np.stack([control_object.means[c] for _, c in pairs])
     pred_shift = group_means(pred_matrix, pred_codes, len(pairs)) - control_means
+    if predicted_shift is not None:
+        pred_shift = _shift_rows(predicted_shift, pairs, genes, perturbation_key, context_key)
     true_shift = group_means(obs_matrix, obs_codes, len(pairs)) - control_means
     for name, shift in (("predicted", pred_shift), ("observed", true_shift)):
         bad = [pair for pair, row in zip(pairs, shift, strict=True) if not np.isfinite(row).all()]
@@ -546,6 +555,22 @@ def score_perturbations(
     columns["n_predicted"] = np.bincount(pred_codes, minlength=len(pairs))
     columns["n_observed"] = np.bincount(obs_codes[obs_codes >= 0], minlength=len(pairs))
     return pd.DataFrame(columns, index=pair_index(pairs, perturbation_key, context_key))
+
+
+def _shift_rows(table: pd.DataFrame, pairs, genes, perturbation_key, context_key) -> np.ndarray:
+    """Rows of a predicted-shift table for ``pairs``, columns in the order of ``genes``."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"`predicted_shift` must be a DataFrame, got {type(table)}.")
+    index = pair_index(pairs, perturbation_key, context_key)
+    found = index.isin(table.index)
+    missing_rows = [pair for pair, ok in zip(pairs, found, strict=True) if not ok]
+    if missing_rows:
+        raise KeyError(f"`predicted_shift` has no row for pair(s) {names_list(missing_rows)}.")
+    missing_genes = genes.difference(table.columns.astype(str))
+    if len(missing_genes):
+        raise KeyError(f"`predicted_shift` lacks genes {names_list(list(missing_genes))}.")
+    table = table.set_axis(table.columns.astype(str), axis=1)
+    return table.loc[index, list(genes)].to_numpy(dtype=np.float64)
 
 
 def _rows_by_code(codes: np.ndarray, n_groups: int) -> list[np.ndarray]:

@@ -1,0 +1,240 @@
+"""PerturbationGDE: registration, features, the shift predictor and predictions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scvi
+
+from scgde.datasets import grn_perturbations
+from scgde.model import PerturbationGDE
+from scgde.tl import pseudobulk_shifts
+
+N_HELD = 6
+
+
+def simulated(seed=0, n_contexts=2):
+    return grn_perturbations(
+        n_genes=80,
+        n_perturbations=30,
+        n_cells_per_perturbation=40,
+        n_control_cells=300,
+        n_contexts=n_contexts,
+        seed=seed,
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    adata = simulated()
+    perturbations = [p for p in adata.obs["perturbation"].cat.categories if p != "control"]
+    held = perturbations[:N_HELD]
+    train = adata[~adata.obs["perturbation"].isin(held)].copy()
+    return adata, train, held
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    _, train, _ = data
+    scvi.settings.seed = 0
+    PerturbationGDE.setup_anndata(
+        train, perturbation_key="perturbation", control="control", context_key="context"
+    )
+    model = PerturbationGDE(train, n_latent=8, encoder_kwargs={"n_hidden": 32})
+    model.train(max_epochs=15, predictor_epochs=150, enable_progress_bar=False)
+    return model
+
+
+def test_sets_are_perturbation_context_pairs(trained, data):
+    _, train, _ = data
+    assert trained.group_key == ["perturbation", "context"]
+    pairs = trained._pairs(train)
+    expected = train.obs.groupby(["perturbation", "context"], observed=True).ngroups
+    assert len(pairs) == expected
+    assert set(pairs["context"]) == {"context_0", "context_1"}
+
+
+def test_default_features_are_coexpression_for_every_varying_gene(trained, data):
+    adata, train, held = data
+    assert trained.feature_kind_ == "coexpression"
+    table = trained.perturbation_features_
+    # held-out genes were never perturbed in training but get features from the controls
+    assert set(held) <= set(table.index)
+    assert table.shape[1] == 16
+
+
+def test_predictor_starts_at_and_is_fitted_around_the_mean_shift(trained):
+    shifts = trained.latent_shifts_
+    values = shifts.drop(columns=["perturbation", "context"]).to_numpy()
+    np.testing.assert_allclose(
+        trained.module.shift_predictor.mean_shift.cpu().numpy(), values.mean(0), rtol=1e-5
+    )
+    history = trained.predictor_history_
+    assert history["train_mse"].iloc[-1] < history["train_mse"].iloc[0]
+    assert 1 <= trained.predictor_epochs_ <= 150
+
+
+def test_predict_held_out_perturbations(trained, data):
+    adata, _, held = data
+    predicted = trained.predict(held, n_cells=50, seed=0)
+    assert predicted.n_obs == len(held) * 2 * 50  # every context with controls
+    assert set(predicted.obs["perturbation"]) == set(held)
+    assert set(predicted.obs["context"]) == {"context_0", "context_1"}
+    x = predicted.X.toarray()
+    assert np.all(x >= 0) and np.all(x == np.round(x))
+    shift = predicted.uns["predicted_shift"]
+    assert shift.shape == (len(held) * 2, adata.n_vars)
+    assert list(shift.index.names) == ["perturbation", "context"]
+    assert np.isfinite(shift.to_numpy()).all()
+    embedding = predicted.uns["predicted_embedding"]
+    assert embedding.shape == (len(held) * 2, 8)
+
+
+def test_control_prediction_has_zero_shift(trained):
+    """Decoding z_ctrl twice with the same noise: the bias-corrected shift is exactly 0."""
+    predicted = trained.predict("control", contexts="context_0", n_cells=30, seed=1)
+    np.testing.assert_allclose(predicted.uns["predicted_shift"].to_numpy(), 0.0, atol=1e-12)
+
+
+def test_predicted_embedding_is_control_plus_predicted_shift(trained, data):
+    _, train, held = data
+    predicted = trained.predict(held[:2], contexts="context_1", n_cells=5)
+    z_ctrl = trained.get_distribution_embedding(
+        train, groups=["control | context_1"], key_added=None
+    ).to_numpy()[0]
+    features = trained.perturbation_features_.loc[held[:2]].to_numpy(dtype=np.float32)
+    import torch
+
+    with torch.no_grad():
+        shift = trained.module.shift_predictor(
+            torch.as_tensor(np.tile(z_ctrl, (2, 1)), dtype=torch.float32),
+            torch.as_tensor(features),
+        ).numpy()
+    np.testing.assert_allclose(
+        predicted.uns["predicted_embedding"].to_numpy(), z_ctrl + shift, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_latent_arithmetic_uses_the_mean_training_shift(trained, data):
+    _, train, _ = data
+    seen = [p for p in train.obs["perturbation"].cat.categories if p != "control"][0]
+    predicted = trained.predict(seen, contexts="context_0", n_cells=5, method="latent_arithmetic")
+    shifts = trained.latent_shifts_
+    mean = shifts[shifts["perturbation"] == seen].drop(columns=["perturbation", "context"])
+    z_ctrl = trained.get_distribution_embedding(
+        train, groups=["control | context_0"], key_added=None
+    ).to_numpy()[0]
+    np.testing.assert_allclose(
+        predicted.uns["predicted_embedding"].to_numpy()[0],
+        z_ctrl + mean.to_numpy().mean(0),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_latent_arithmetic_refuses_unseen_perturbations(trained, data):
+    _, _, held = data
+    with pytest.raises(ValueError, match="observed in training"):
+        trained.predict(held[0], method="latent_arithmetic")
+
+
+def test_perturbation_embedding_written_to_uns(trained, data):
+    _, train, _ = data
+    table = trained.get_perturbation_embedding()
+    perturbed = sorted(set(train.obs["perturbation"]) - {"control"})
+    assert list(table.index) == perturbed
+    assert table.shape[1] == 8
+    assert train.uns["X_gde_perturbation"] is table
+
+
+def test_missing_features_name_the_perturbation(trained):
+    with pytest.raises(KeyError, match="NOT_A_GENE"):
+        trained.predict("NOT_A_GENE", contexts="context_0")
+
+
+def test_bad_requests(trained):
+    with pytest.raises(ValueError, match="Unknown method"):
+        trained.predict("G0000", method="magic")
+    with pytest.raises(ValueError, match="same length"):
+        trained.predict(["G0000", "G0001"], contexts=["context_0"])
+    with pytest.raises(ValueError, match="context_9"):
+        trained.predict("G0000", contexts="context_9")
+
+
+def test_user_feature_table_and_one_hot_default():
+    adata = simulated(seed=1, n_contexts=1)
+    adata.obs["perturbation"] = adata.obs["perturbation"].astype(str)
+    adata.obs.loc[adata.obs["perturbation"] != "control", "perturbation"] = "drug_" + (
+        adata.obs["perturbation"].astype(str)
+    )
+    adata.obs["perturbation"] = adata.obs["perturbation"].astype("category")
+    PerturbationGDE.setup_anndata(adata, perturbation_key="perturbation")
+    model = PerturbationGDE(adata, n_latent=4)
+    assert model.feature_kind_ == "one_hot"  # parts are not genes
+    parts = [p for p in adata.obs["perturbation"].cat.categories if p != "control"]
+    table = pd.DataFrame(np.eye(len(parts))[:, :3], index=parts)
+    adata.uns["drug_embedding"] = table
+    model = PerturbationGDE(adata, n_latent=4, features="drug_embedding")
+    assert model.perturbation_features_.shape == (len(parts), 3)
+    with pytest.raises(KeyError, match="drug_"):
+        PerturbationGDE(adata, n_latent=4, features=table.iloc[1:])
+
+
+def test_setup_errors():
+    adata = simulated(seed=2, n_contexts=2)
+    with pytest.raises(ValueError, match="No control cells"):
+        PerturbationGDE.setup_anndata(adata, perturbation_key="perturbation", control="ctrl")
+    with pytest.raises(KeyError, match="cell_line"):
+        PerturbationGDE.setup_anndata(
+            adata, perturbation_key="perturbation", context_key="cell_line"
+        )
+    no_control = adata[
+        ~((adata.obs["perturbation"] == "control") & (adata.obs["context"] == "context_1"))
+    ].copy()
+    with pytest.raises(ValueError, match="context_1"):
+        PerturbationGDE.setup_anndata(
+            no_control, perturbation_key="perturbation", context_key="context"
+        )
+
+
+def test_save_load_keeps_features_and_predictor(trained, data, tmp_path):
+    _, train, held = data
+    trained.save(tmp_path / "m")
+    loaded = PerturbationGDE.load(tmp_path / "m", adata=train)
+    pd.testing.assert_frame_equal(loaded.perturbation_features_, trained.perturbation_features_)
+    loaded.latent_shifts_ = trained.latent_shifts_
+    a = trained.predict(held[:2], contexts="context_0", n_cells=5, seed=0)
+    b = loaded.predict(held[:2], contexts="context_0", n_cells=5, seed=0)
+    np.testing.assert_allclose(
+        a.uns["predicted_embedding"].to_numpy(), b.uns["predicted_embedding"].to_numpy(), rtol=1e-5
+    )
+
+
+def test_training_data_is_not_modified_beyond_registration(data):
+    _, train, _ = data
+    fresh = simulated()
+    before = fresh.obs.copy()
+    PerturbationGDE.setup_anndata(
+        fresh, perturbation_key="perturbation", control="control", context_key="context"
+    )
+    added = set(fresh.obs.columns) - set(before.columns)
+    assert all(c.startswith("_scvi") for c in added)
+    pd.testing.assert_frame_equal(fresh.obs[before.columns], before)
+
+
+def test_embedding_shifts_grow_with_the_perturbation_effect(trained, data):
+    """Perturbations that change expression more move their set's embedding further."""
+    from scipy.stats import spearmanr
+
+    _, train, _ = data
+    lognorm = train.copy()
+    sc.pp.normalize_total(lognorm, target_sum=1e4)
+    sc.pp.log1p(lognorm)
+    truth = pseudobulk_shifts(lognorm, "perturbation", "control", context_key="context")
+    shifts = trained.latent_shifts_
+    dz = np.linalg.norm(shifts.drop(columns=["perturbation", "context"]).to_numpy(), axis=1)
+    pairs = zip(shifts["perturbation"], shifts["context"], strict=True)
+    effect = np.array([np.linalg.norm(truth.loc[pair]) for pair in pairs])
+    rho = spearmanr(dz, effect).statistic
+    # 48 pairs: under no relation rho ~ N(0, 1 / sqrt(47) = 0.15); ask for > 2 SE
+    assert rho > 0.3

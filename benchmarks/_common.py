@@ -204,3 +204,56 @@ def write_report(path, doc: str, runtime_s: float) -> None:
     tmp.write_text(doc)
     tmp.replace(path)
     print(f"\nTotal runtime: {runtime_s / 60:.1f} min. Written to {path}", flush=True)
+
+
+# ------------------------------------------------------------------ perturbation benchmarks
+#: Metric columns of ``scgde.tl.score_perturbations`` in the tables, with the better direction.
+PERTURBATION_METRICS = {
+    "r2": "↑",
+    "r2_top_de": "↑",
+    "mse": "↓",
+    "mse_top_de": "↓",
+    "energy_distance": "↓",
+}
+
+
+def log_normalized(adata):
+    """A copy of ``adata`` (raw counts) with log1p(counts per 10k) in ``X`` (what the scores
+    expect)."""
+    import scanpy as sc
+
+    out = adata.copy()
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    return out
+
+
+def metrics_table(scores: dict, digits: int = 4) -> str:
+    """Markdown table: one row per method, ``mean ± SE`` of every metric over its scored pairs.
+
+    ``scores`` maps a method name to a ``score_perturbations`` table; NaN scores are left out,
+    as in ``scgde.tl.summarize_scores``.
+    """
+    header = ["method", "n"] + [f"{m} {arrow}" for m, arrow in PERTURBATION_METRICS.items()]
+    rows = []
+    for method, frame in scores.items():
+        cells = []
+        for metric in PERTURBATION_METRICS:
+            values = frame[metric].to_numpy(dtype=np.float64)
+            cells.append(mean_se(values[np.isfinite(values)], digits))
+        rows.append([method, str(len(frame))] + cells)
+    return table(header, rows)
+
+
+def paired_margin(a, b) -> dict:
+    """``a − b`` over the items where both are finite: mean, SE, n and how often ``a > b``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    diff = a[keep] - b[keep]
+    n = int(diff.size)
+    return {
+        "mean": float(diff.mean()) if n else float("nan"),
+        "se": float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "n": n,
+        "wins": int((diff > 0).sum()),
+    }

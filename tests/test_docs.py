@@ -35,7 +35,7 @@ def test_docs_build_without_warnings(tmp_path):
         "api.html",
         "cli.html",
         "tutorials.html",
-        "tutorials/01_embed_samples.html",
+        "tutorials/01_patients.html",
         "tutorials/02_clones.html",
         "benchmarks/index.html",
         "generated/scgde.model.GDE.html",
@@ -62,7 +62,7 @@ def test_docs_build_without_warnings(tmp_path):
     assert 'id="scgde.model.GDE.to_device"' not in gde
 
     # The tutorial is rendered from its committed outputs, figures included.
-    tutorial = (out / "tutorials/01_embed_samples.html").read_text(encoding="utf-8")
+    tutorial = (out / "tutorials/01_patients.html").read_text(encoding="utf-8")
     assert "identical after reload: True" in tutorial
     assert "<img" in tutorial
 

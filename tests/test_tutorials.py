@@ -16,24 +16,91 @@ def _outputs(nb) -> str:
     )
 
 
-@pytest.mark.parametrize("name", ["01_embed_samples.ipynb", "02_clones.ipynb"])
+@pytest.mark.parametrize("name", ["01_patients.ipynb", "02_clones.ipynb"])
 def test_tutorial_runs(name, tmp_path):
     nb = nbformat.read(TUTORIALS / name, as_version=4)
     NotebookClient(
         nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
     ).execute()
     text = _outputs(nb)
-    if name == "01_embed_samples.ipynb":
-        assert "identical after reload: True" in text
-        assert "nearest half B is its own sample's" in text
+    if name == "01_patients.ipynb":
+        _check_patients(text, _n_images(nb))
     else:
         _check_clones(text)
+
+
+def _n_images(nb) -> int:
+    return sum(
+        "image/png" in out.get("data", {})
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+    )
 
 
 def _number(pattern: str, text: str) -> float:
     match = re.search(pattern, text)
     assert match, f"not printed: {pattern!r}"
     return float(match.group(1))
+
+
+def _check_patients(text: str, n_images: int) -> None:
+    # demo data: 63 samples (13 HC, 50 Severe) of 43 donors (13 HC, 30 Severe)
+    n_samples, n_hc = 63, 13
+    assert "identical after reload: True" in text
+    assert "nearest half B is its own sample's" in text
+    auc_cv = _number(r"ROC AUC, 5-fold by donor: ([\d.]+) ±", text)
+    assert 0 <= auc_cv <= 1
+
+    # few labels: a quarter of the donors of each condition labelled, all their samples
+    labelled = re.search(
+        r"labelled: (\d+) of 43 donors, (\d+) samples \((\d+) HC, (\d+) Severe\)", text
+    )
+    unlabelled = re.search(r"unlabelled: (\d+) samples \((\d+) HC, (\d+) Severe\)", text)
+    assert labelled and unlabelled, "labelled / unlabelled counts not printed"
+    donors, n_lab, lab_hc, lab_severe = map(int, labelled.groups())
+    n_unl, unl_hc, unl_severe = map(int, unlabelled.groups())
+    assert donors == round(13 / 4) + round(30 / 4)
+    assert lab_hc == round(13 / 4)  # HC donors have one sample each
+    assert lab_severe >= round(30 / 4)  # a Severe donor has one or more samples
+    assert n_lab == lab_hc + lab_severe and n_unl == unl_hc + unl_severe
+    assert n_lab + n_unl == n_samples and lab_hc + unl_hc == n_hc
+
+    # predict_group_labels covers every sample; scored on exactly the unlabelled ones
+    tested = re.search(r"predicted (\d+) samples; tested on the (\d+) unlabelled ones", text)
+    assert tested, "number of tested samples not printed"
+    assert int(tested.group(1)) == n_samples
+    assert int(tested.group(2)) == n_unl
+    majority = _number(r"always Severe \(majority class\)\s+accuracy ([\d.]+)", text)
+    assert majority == pytest.approx(unl_severe / n_unl, abs=1e-3)
+    auc = {}
+    for method in (
+        "GDE semi-supervised",
+        "pseudobulk + logistic regression",
+        "GDE without labels + logistic regression",
+    ):
+        pattern = rf"{re.escape(method)}\s+accuracy ([\d.]+)\s+ROC AUC ([\d.]+)"
+        match = re.search(pattern, text)
+        assert match, f"not printed: {method}"
+        accuracy, auc[method] = map(float, match.groups())
+        assert 0 <= accuracy <= 1 and 0 <= auc[method] <= 1
+    # with ~10 HC vs ~38 Severe test samples, a classifier without signal has ROC AUC
+    # 0.5 ± 0.1 (Mann-Whitney); the benchmark's few-label rounds average ~0.9 for both
+    assert auc["GDE semi-supervised"] > 0.7
+    assert auc["pseudobulk + logistic regression"] > 0.7
+
+    # generated vs real: per-gene means agree, and the HC - Severe differences point the same
+    # way (a generator ignoring z gives r = 0 ± 0.05 for 500 genes)
+    per_sample = re.findall(r"Pearson r of per-gene log means, generated vs real: (-?[\d.]+)", text)
+    assert len(per_sample) == 2
+    assert all(float(r) > 0.7 for r in per_sample)
+    r_diff = _number(
+        r"HC - Severe difference per gene, generated vs real: Pearson r = (-?[\d.]+)", text
+    )
+    slope = _number(r"generated vs real: Pearson r = [-\d.]+, slope (-?[\d.]+)", text)
+    assert r_diff > 0.15 and slope > 0
+    # figures: training histories (2), UMAPs (2), halves, generated vs real (2), differences
+    assert n_images >= 8
 
 
 def _check_clones(text: str) -> None:

@@ -37,6 +37,7 @@ def test_docs_build_without_warnings(tmp_path):
         "tutorials.html",
         "tutorials/01_patients.html",
         "tutorials/02_clones.html",
+        "tutorials/03_perturbations.html",
         "benchmarks/index.html",
         "generated/scgde.model.GDE.html",
         "generated/scgde.tl.group_distances.html",

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -120,3 +121,52 @@ def _check_clones(text: str) -> None:
     assert abs(shuffled) < 0.2 and abs(control) < 0.3
     # the embedding MI is a lower-bound estimate of the clone-state MI
     assert mi < true_mi
+
+
+def test_tutorial_03_perturbations(tmp_path):
+    nb = nbformat.read(TUTORIALS / "03_perturbations.ipynb", as_version=4)
+    NotebookClient(
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    _check_perturbations(_outputs(nb), _n_images(nb))
+
+
+def _check_perturbations(text: str, n_images: int) -> None:
+    # demo data: 11 cell types with >= 20 HC and >= 20 Severe cells, 7,076 cells; classical
+    # monocytes have 205 HC and 1,055 Severe cells
+    held = "Mono_Classical"
+    n_hc, n_severe, n_kept = 205, 1055, 7076
+    assert f"kept {n_kept} cells of 11 cell types" in text
+    assert f"held out: {n_severe} Severe cells of {held}; its {n_hc} HC cells stay" in text
+    # the held-out pair is absent from training: 11 HC sets + 10 Severe sets
+    assert f"training data: {n_kept - n_severe} cells in 21 sets" in text
+    assert f"Severe {held} cells in the training data: 0" in text
+    # GDE needs enough optimisation steps; an epoch is only 3 steps here
+    steps = _number(r"trained for (\d+) steps", text)
+    assert steps >= 1500
+
+    methods = ("GDE predictor", "GDE latent arithmetic", "mean shift")
+    for method in methods[:2]:
+        assert f"{method}: predicted 500 cells of Severe | {held}" in text
+
+    # the score table: one row per method, every score finite and in range
+    assert f"Scores on the held-out Severe {held} cells:" in text
+    float_ = r"(-?\d+\.\d+|nan|inf|-inf)"
+    for method in methods:
+        pattern = rf"^{re.escape(method)}\s+" + r"\s+".join([float_] * 5) + r"\s+(\d+)\s+(\d+)$"
+        match = re.search(pattern, text, flags=re.MULTILINE)
+        assert match, f"score row not printed: {method}"
+        r2, mse, r2_top, mse_top, energy = map(float, match.groups()[:5])
+        n_predicted, n_observed = map(int, match.groups()[5:])
+        assert all(np.isfinite([r2, mse, r2_top, mse_top, energy])), method
+        assert 0 <= r2 <= 1 and 0 <= r2_top <= 1, method
+        assert mse >= 0 and mse_top >= 0 and energy >= 0, method
+        # GDE generates 500 cells; the mean-shift baseline shifts every HC cell once
+        assert n_predicted == (n_hc if method == "mean shift" else 500), method
+        assert n_observed == n_severe, method
+    # the winner of each metric is printed, not assumed
+    for metric in ("r2", "mse", "r2_top_de", "mse_top_de", "energy_distance"):
+        best = re.search(rf"best {metric} on this run: (.+)$", text, flags=re.MULTILINE)
+        assert best and best.group(1).strip() in methods, metric
+    # figures: training history, predicted vs true shift, UMAP of real and predicted cells
+    assert n_images >= 3

@@ -21,6 +21,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import nb_reference
 from scipy import sparse, stats
 
 from scgde.datasets._grn import grn_perturbations
@@ -479,17 +480,7 @@ def test_control_coexpression_predicts_knockdown_effects(cell_noise):
 
 # ------------------------------------------------------------------------------ reference
 def _reference(seed=0, n_cells=500, n_genes=150, phi=0.3):
-    """NB counts with known gene means m_g (log-uniform on [0.02, 20]) and size factors."""
-    rng = np.random.default_rng(seed)
-    m = np.exp(rng.uniform(np.log(0.02), np.log(20), n_genes))
-    size = np.exp(rng.normal(0.0, 0.3, n_cells))
-    mu = size[:, None] * m
-    theta = 1 / phi
-    counts = rng.negative_binomial(theta, theta / (theta + mu)).astype(np.float32)
-    ref = ad.AnnData(
-        sparse.csr_matrix(counts), var=pd.DataFrame(index=[f"Gene{g}" for g in range(n_genes)])
-    )
-    return ref, m
+    return nb_reference(seed, n_cells, n_genes, phi)
 
 
 def test_reference_calibration():

@@ -1,7 +1,9 @@
 """Shared pytest configuration."""
 
 import os
+import urllib.request
 
+import pytest
 import torch
 
 
@@ -11,3 +13,13 @@ def pytest_configure(config):
     # OMP_NUM_THREADS.
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test may download: opening a URL fails (tests that simulate a server patch it)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to open a URL")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)

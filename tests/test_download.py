@@ -43,14 +43,6 @@ class FakeServer:
         return io.BytesIO(self.blob)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to open a URL")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-
-
 @pytest.fixture
 def small_chunks(monkeypatch):
     monkeypatch.setattr(_download, "CHUNK", 1000)  # several reads per file

@@ -113,14 +113,6 @@ class FakeServer:
         return io.BytesIO(self.by_url[url])
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to open a URL")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-
-
 @pytest.fixture
 def blobs():
     return _file_bytes()

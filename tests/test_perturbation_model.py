@@ -197,11 +197,13 @@ def test_setup_errors():
         )
 
 
-def test_save_load_keeps_features_and_predictor(trained, data, tmp_path):
+def test_save_load_keeps_features_predictor_and_knockdown(trained, data, tmp_path):
     _, train, held = data
     trained.save(tmp_path / "m")
     loaded = PerturbationGDE.load(tmp_path / "m", adata=train)
     pd.testing.assert_frame_equal(loaded.perturbation_features_, trained.perturbation_features_)
+    pd.testing.assert_series_equal(loaded.knockdown_factors_, trained.knockdown_factors_)
+    assert loaded.knockdown_factor_ == trained.knockdown_factor_
     loaded.latent_shifts_ = trained.latent_shifts_
     a = trained.predict(held[:2], contexts="context_0", n_cells=5, seed=0)
     b = loaded.predict(held[:2], contexts="context_0", n_cells=5, seed=0)
@@ -238,3 +240,63 @@ def test_embedding_shifts_grow_with_the_perturbation_effect(trained, data):
     rho = spearmanr(dz, effect).statistic
     # 48 pairs: under no relation rho ~ N(0, 1 / sqrt(47) = 0.15); ask for > 2 SE
     assert rho > 0.3
+
+
+# ------------------------------------------------------------------------- target knock-down
+def test_knockdown_factors_estimated_from_training_targets(trained, data):
+    adata, train, held = data
+    assert trained.target_knockdown_  # genetic perturbations of count data: on by default
+    factors = trained.knockdown_factors_
+    singles = set(train.obs["perturbation"].cat.categories) - {"control"}
+    assert set(factors.index) <= singles and not set(held) & set(factors.index)
+    assert len(factors) >= 0.8 * len(singles)
+    # the simulation knocks every target down to kappa = 0.1 of its expression; the median
+    # of ~24 noisy per-target ratios (40 cells each) is within a factor 1.5 of it
+    kappa = adata.uns["grn"]["knockdown_factor"]
+    assert abs(np.log(trained.knockdown_factor_ / kappa)) < np.log(1.5)
+
+
+def test_predicted_targets_are_knocked_down_and_nothing_else_changes(trained, data):
+    _, _, held = data
+    kwargs = {"contexts": "context_0", "n_cells": 300, "seed": 3}
+    knocked = trained.predict(held, **kwargs)
+    plain = trained.predict(held, target_knockdown=False, **kwargs)
+    assert knocked.uns["perturbation_prediction"]["target_knockdown"]
+    assert not plain.uns["perturbation_prediction"]["target_knockdown"]
+    record = knocked.uns["target_knockdown"]
+    assert list(record["target"]) == held and not record["seen"].any()
+    np.testing.assert_allclose(record["factor"], trained.knockdown_factor_)
+    a, b = knocked.X.toarray(), plain.X.toarray()
+    genes = list(trained.var_names)
+    target_column = np.array([genes.index(p) for p in knocked.obs["perturbation"]])
+    is_target = np.arange(a.shape[1])[None, :] == target_column[:, None]
+    np.testing.assert_array_equal(a[~is_target], b[~is_target])  # same cells otherwise
+    assert np.all(a[is_target] <= b[is_target])
+    # pooled over targets the counts drop by about the factor (0.1; the decoder barely lowers
+    # unseen targets by itself); without thinning the ratio would be 1
+    assert a[is_target].sum() / b[is_target].sum() < 0.5
+    shift_a, shift_b = knocked.uns["predicted_shift"], plain.uns["predicted_shift"]
+    for p in held:
+        assert shift_a.loc[(p, "context_0"), p] < shift_b.loc[(p, "context_0"), p]
+
+
+def test_seen_target_uses_its_own_factor(trained):
+    target = trained.knockdown_factors_.index[0]
+    predicted = trained.predict(target, contexts="context_0", n_cells=20, seed=0)
+    record = predicted.uns["target_knockdown"].iloc[0]
+    assert record["seen"]
+    assert record["factor"] == pytest.approx(trained.knockdown_factors_[target])
+
+
+def test_target_knockdown_errors():
+    adata = simulated(seed=1, n_contexts=1)
+    adata.obs["perturbation"] = adata.obs["perturbation"].astype(str)
+    drugs = adata.obs["perturbation"] != "control"
+    adata.obs.loc[drugs, "perturbation"] = "drug_" + adata.obs.loc[drugs, "perturbation"]
+    adata.obs["perturbation"] = adata.obs["perturbation"].astype("category")
+    PerturbationGDE.setup_anndata(adata, perturbation_key="perturbation")
+    assert not PerturbationGDE(adata, n_latent=4).target_knockdown_  # parts are not genes
+    with pytest.raises(ValueError, match="drug_.*not genes"):
+        PerturbationGDE(adata, n_latent=4, target_knockdown=True)
+    with pytest.raises(TypeError, match="target_knockdown"):
+        PerturbationGDE(adata, n_latent=4, target_knockdown="yes")

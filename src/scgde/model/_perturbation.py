@@ -19,9 +19,10 @@ from ..data import (
     perturbation_feature_matrix,
     perturbation_parts,
 )
-from ..data._perturbation_features import coexpression_features
+from ..data._perturbation_features import _control_parts, coexpression_features, split_combination
 from ..tl._perturbation_scores import pair_index
 from ._gde import GDE
+from ._knockdown import knockdown_factors, thin_targets
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,15 @@ class PerturbationGDE(GDE):
         pairs, not for unseen perturbations).
     n_feature_components
         Number of principal components of the co-expression features.
+    target_knockdown
+        Knock the target genes of genetic perturbations down in the predicted cells: every
+        part of a perturbation that is a gene of ``adata`` has its generated counts thinned
+        to its knock-down factor (see :attr:`knockdown_factors_`; an unseen target gets the
+        median factor of the training targets, :attr:`knockdown_factor_`). The embedding
+        cannot carry the identity of a gene it never saw knocked down; this puts the one
+        effect every CRISPRi/knock-out guide has back. ``None`` (default): on when every
+        perturbation part is a gene of ``adata`` and the data are counts; ``True`` raises an
+        error where that is not so.
     predictor_kwargs
         Size of the shift predictor: ``n_hidden`` (128), ``n_layers`` (2), ``dropout`` (0.1).
     **kwargs
@@ -87,6 +97,7 @@ class PerturbationGDE(GDE):
         adata: AnnData,
         features: pd.DataFrame | str | None = None,
         n_feature_components: int = 16,
+        target_knockdown: bool | None = None,
         predictor_kwargs: dict | None = None,
         **kwargs,
     ):
@@ -94,10 +105,14 @@ class PerturbationGDE(GDE):
         self._predictor_kwargs = dict(predictor_kwargs or {})
         super().__init__(adata, **kwargs)
         features = self.perturbation_features_
+        self.target_knockdown_ = self._resolve_knockdown(target_knockdown)
         self.latent_shifts_: pd.DataFrame | None = None
         self.predictor_history_: pd.DataFrame | None = None
+        self.knockdown_factors_: pd.Series | None = None
+        self.knockdown_factor_: float | None = None
         self._model_summary_string += (
             f"; perturbations: {self.feature_kind_} features ({features.shape[1]} per part)"
+            + ("; target knock-down" if self.target_knockdown_ else "")
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -237,6 +252,67 @@ class PerturbationGDE(GDE):
             return table, "coexpression"
         return one_hot_features(parts), "one_hot"
 
+    def _resolve_knockdown(self, request: bool | None) -> bool:
+        if request is not None and not isinstance(request, bool | np.bool_):
+            raise TypeError(f"`target_knockdown` must be True, False or None, got {request!r}.")
+        if request is False:
+            return False
+        parts = perturbation_parts(
+            self.adata.obs[self.perturbation_key].astype(str).unique(),
+            self.control,
+            self.separator,
+        )
+        genes = set(map(str, self.var_names))
+        not_genes = [p for p in parts if p not in genes]
+        problem = None
+        if self._setup_args.get("obsm_key") or not self.module.count_data:
+            problem = "it needs count data in gene space (not `obsm_key` or a Gaussian likelihood)"
+        elif not_genes:
+            problem = (
+                f"the perturbation parts {not_genes[:5]}{' ...' if len(not_genes) > 5 else ''} "
+                "are not genes of adata.var_names"
+            )
+        if problem is not None and request:
+            raise ValueError(f"`target_knockdown=True` cannot be used: {problem}.")
+        return problem is None
+
+    def _gene_parts(self, perturbation: str) -> list[str]:
+        """The parts of ``perturbation`` that are genes of the model (none for the control)."""
+        if perturbation == self.control:
+            return []
+        genes = set(map(str, self.var_names))
+        parts = split_combination(
+            perturbation, self.separator, control_parts=_control_parts(self.control)
+        )
+        return [p for p in parts if p in genes]
+
+    def _estimate_knockdown(self) -> None:
+        """Knock-down factor of each single training target and their median."""
+        pairs = self._pairs(self.adata)
+        codes = np.asarray(self._group_labels(self.adata).codes)
+        categories = [str(c) for c in self._group_labels(self.adata).categories]
+        rows = {name: np.flatnonzero(codes == categories.index(name)) for name in pairs.index}
+        controls = {
+            row.context: name for name, row in pairs.iterrows() if row.perturbation == self.control
+        }
+        perturbed = pairs[
+            (pairs["perturbation"] != self.control) & pairs["context"].isin(list(controls))
+        ].copy()
+        perturbed["target"] = [
+            parts[0] if len(parts) == 1 else None
+            for parts in map(self._gene_parts, perturbed["perturbation"])
+        ]
+        x = self.adata_manager.get_from_registry(X_KEY)
+        gene_index = {str(g): i for i, g in enumerate(self.var_names)}
+        factors = knockdown_factors(x, gene_index, perturbed, rows, controls)
+        if factors.empty:
+            raise ValueError(
+                "`target_knockdown` needs single-gene perturbations whose target is detected in "
+                "the control cells; there are none. Pass `target_knockdown=False`."
+            )
+        self.knockdown_factors_ = factors
+        self.knockdown_factor_ = float(np.exp(np.median(np.log(factors.to_numpy()))))
+
     def _genes_varying_in(self, rows: np.ndarray) -> list[str]:
         x = self.adata_manager.get_from_registry(X_KEY)[np.flatnonzero(rows)]
         if sparse.issparse(x):
@@ -331,7 +407,9 @@ class PerturbationGDE(GDE):
         perturbation's features, target ``Δz = z − z_ctrl``. A random ``validation_fraction``
         of the *perturbations* (all their contexts) is held out to pick the number of epochs
         with the lowest validation error; the predictor is then refitted on all examples for
-        that many epochs. Full-batch Adam.
+        that many epochs. Full-batch Adam. With ``target_knockdown``, the knock-down factor
+        of every single-gene training target is then estimated from the counts
+        (:attr:`knockdown_factors_`, and their median :attr:`knockdown_factor_`).
 
         Returns
         -------
@@ -369,6 +447,8 @@ class PerturbationGDE(GDE):
             )
         self.predictor_epochs_ = best
         self.predictor_history_ = history
+        if self.target_knockdown_:
+            self._estimate_knockdown()
         return history
 
     def _fit_predictor(
@@ -442,6 +522,7 @@ class PerturbationGDE(GDE):
         seed: int | None = 0,
         batch_size: int = 4096,
         sampler_kwargs: dict | None = None,
+        target_knockdown: bool | None = None,
     ) -> AnnData:
         """Predict the cells of perturbations in contexts, from the contexts' control cells.
 
@@ -467,6 +548,9 @@ class PerturbationGDE(GDE):
             Cells per chunk when embedding the controls.
         sampler_kwargs
             Passed to the generator's sampler (see :meth:`scgde.model.GDE.sample`).
+        target_knockdown
+            Knock the target genes down in the predicted cells (see the class parameter);
+            ``None``: the model's setting (``target_knockdown_``).
 
         Returns
         -------
@@ -479,9 +563,14 @@ class PerturbationGDE(GDE):
         ``z_ctrl`` with the same noise, which cancels the generator's bias (pass it to
         :func:`scgde.tl.score_perturbations` as ``predicted_shift``);
         ``uns["predicted_embedding"]``: the decoded embeddings;
-        ``uns["perturbation_prediction"]``: the settings.
+        ``uns["perturbation_prediction"]``: the settings; with ``target_knockdown``,
+        ``uns["target_knockdown"]``: the knock-down factor applied to each target gene
+        (``seen``: estimated on that target, else the training median).
         """
         self._check_if_trained(warn=True)
+        knockdown = self.target_knockdown_ if target_knockdown is None else target_knockdown
+        if knockdown and not self.target_knockdown_:
+            knockdown = self._resolve_knockdown(True)
         if method not in _METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {_METHODS}.")
         if n_cells < 1:
@@ -504,6 +593,9 @@ class PerturbationGDE(GDE):
         # the same cells, libraries and noise decoded from z_ctrl: the shift between the two
         # cancels the generator's own bias (common random numbers)
         x_control = self._generate(adata, z_ctrl, donors, n_cells, None, seed, sampler_kwargs, True)
+        knocked_down = self._knock_down_targets(
+            x, x_control, [p for p, _ in pairs], n_cells, seed, knockdown
+        )
         obs = pd.DataFrame(
             {self.perturbation_key: pd.Categorical(np.repeat([p for p, _ in pairs], n_cells))},
             index=[f"pred_{i}" for i in range(x.shape[0])],
@@ -534,8 +626,45 @@ class PerturbationGDE(GDE):
             "control": self.control,
             "n_cells": int(n_cells),
             "feature_kind": self.feature_kind_,
+            "target_knockdown": bool(knockdown),
         }
+        if knockdown:
+            out.uns["target_knockdown"] = knocked_down
         return out
+
+    def _knock_down_targets(
+        self, x, x_control, perturbations, n_cells, seed, knockdown: bool
+    ) -> pd.DataFrame:
+        """Thin the target genes of each pair's cells in ``x`` (in place) to their knock-down
+        factor; returns the factor used for each (perturbation, target)."""
+        records = []
+        if not knockdown:
+            return pd.DataFrame(records)
+        if self.knockdown_factors_ is None:
+            self._estimate_knockdown()
+        column = {str(g): i for i, g in enumerate(self.var_names)}
+        rng = np.random.default_rng(None if seed is None else [seed, 1])
+        for i, perturbation in enumerate(perturbations):
+            targets = self._gene_parts(perturbation)
+            if not targets:
+                continue
+            factors = [
+                float(self.knockdown_factors_.get(t, self.knockdown_factor_)) for t in targets
+            ]
+            rows = slice(i * n_cells, (i + 1) * n_cells)
+            x[rows] = thin_targets(
+                x[rows], x_control[rows], [column[t] for t in targets], factors, rng
+            )
+            records += [
+                {
+                    "perturbation": perturbation,
+                    "target": t,
+                    "factor": f,
+                    "seen": t in self.knockdown_factors_.index,
+                }
+                for t, f in zip(targets, factors, strict=True)
+            ]
+        return pd.DataFrame(records)
 
     def _requested_pairs(self, adata, perturbations, contexts) -> list[tuple[str, str | None]]:
         perturbations = [perturbations] if isinstance(perturbations, str) else list(perturbations)

@@ -216,6 +216,8 @@ def mean_shift_baseline(
     n_cells: int | None = None,
     layer: str | None = None,
     seed: int = 0,
+    target_knockdown: bool = False,
+    separator: str = "+",
 ) -> AnnData:
     """Predict every held-out perturbation by the mean shift of the training perturbations.
 
@@ -251,6 +253,13 @@ def mean_shift_baseline(
         Layer holding the log-normalised expression (also written to the output's layers).
     seed
         Seed of the control-cell draw.
+    target_knockdown
+        For genetic perturbations: each part of a predicted perturbation that is a gene of
+        ``adata`` (split at ``separator``) gets, instead of the mean shift, the median shift
+        that the single-gene training perturbations show on their own target gene: "the
+        target goes down by the typical amount, everything else moves by the mean shift".
+    separator
+        Separator of the parts of combinations (with ``target_knockdown``).
 
     Returns
     -------
@@ -288,9 +297,11 @@ def mean_shift_baseline(
     contexts = np.array([c for _, c in train_pairs], dtype=object)
     overall = values.mean(axis=0)
     by_context = {c: values[contexts == c].mean(axis=0) for c in set(contexts)}
-    rows = [by_context.get(c, overall) for _, c in predict_pairs]
+    rows = np.stack([by_context.get(c, overall) for _, c in predict_pairs])
+    if target_knockdown:
+        rows = _with_target_shifts(rows, train_shifts, train_pairs, predict_pairs, adata, separator)
     shift = pd.DataFrame(
-        np.stack(rows),
+        rows,
         index=pair_index(predict_pairs, perturbation_key, context_key),
         columns=adata.var_names.copy(),
     )
@@ -306,6 +317,37 @@ def mean_shift_baseline(
         seed,
         "mean_shift",
     )
+
+
+def _with_target_shifts(
+    rows: np.ndarray,
+    train_shifts: pd.DataFrame,
+    train_pairs: list[Pair],
+    predict_pairs: list[Pair],
+    adata: AnnData,
+    separator: str,
+) -> np.ndarray:
+    """``rows`` with each predicted pair's target genes set to the median training shift of
+    single-gene perturbations on their own target."""
+    column = {str(g): i for i, g in enumerate(adata.var_names)}
+
+    def parts(perturbation: str) -> list[str]:
+        return [p.strip() for p in str(perturbation).split(separator)]
+
+    own = [
+        values[column[parts(perturbation)[0]]]
+        for (perturbation, _), values in zip(train_pairs, train_shifts.to_numpy(), strict=True)
+        if len(parts(perturbation)) == 1 and parts(perturbation)[0] in column
+    ]
+    if not own:
+        raise ValueError(
+            "`target_knockdown=True` needs single-gene training perturbations named by a gene "
+            "of adata.var_names; there are none."
+        )
+    rows = rows.copy()
+    for i, (perturbation, _) in enumerate(predict_pairs):
+        rows[i, [column[p] for p in parts(perturbation) if p in column]] = float(np.median(own))
+    return rows
 
 
 def ridge_baseline(

@@ -289,9 +289,10 @@ class PerturbationGDE(GDE):
     def _estimate_knockdown(self) -> None:
         """Knock-down factor of each single training target and their median."""
         pairs = self._pairs(self.adata)
-        codes = np.asarray(self._group_labels(self.adata).codes)
-        categories = [str(c) for c in self._group_labels(self.adata).categories]
-        rows = {name: np.flatnonzero(codes == categories.index(name)) for name in pairs.index}
+        labels = self._group_labels(self.adata)
+        by_code = pd.Series(np.arange(len(labels))).groupby(np.asarray(labels.codes)).indices
+        code = {str(c): i for i, c in enumerate(labels.categories)}
+        rows = {name: by_code[code[name]] for name in pairs.index}
         controls = {
             row.context: name for name, row in pairs.iterrows() if row.perturbation == self.control
         }

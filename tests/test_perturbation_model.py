@@ -300,3 +300,18 @@ def test_target_knockdown_errors():
         PerturbationGDE(adata, n_latent=4, target_knockdown=True)
     with pytest.raises(TypeError, match="target_knockdown"):
         PerturbationGDE(adata, n_latent=4, target_knockdown="yes")
+
+
+def test_combination_knocks_down_every_gene_part(trained, data):
+    _, _, held = data
+    combo = f"{held[0]}+{held[1]}"
+    kwargs = {"contexts": "context_0", "n_cells": 200, "seed": 5}
+    knocked = trained.predict(combo, **kwargs)
+    plain = trained.predict(combo, target_knockdown=False, **kwargs)
+    assert list(knocked.uns["target_knockdown"]["target"]) == held[:2]
+    genes = list(trained.var_names)
+    columns = [genes.index(g) for g in held[:2]]
+    a, b = knocked.X.toarray(), plain.X.toarray()
+    others = np.setdiff1d(np.arange(a.shape[1]), columns)
+    np.testing.assert_array_equal(a[:, others], b[:, others])
+    assert a[:, columns].sum() < 0.5 * b[:, columns].sum()

@@ -225,21 +225,18 @@ def run_seed(cfg: dict, reference, seed: int) -> dict:
 
     train_pairs = [(p, context) for p in train]
     test_pairs = [(p, context) for p in test]
-    mean = scgde.tl.mean_shift_baseline(
-        train_log, PERTURBATION, CONTROL, train_pairs, test_pairs, context_key=CONTEXT, seed=seed
-    )
-    predictions[MEAN] = (mean, mean.uns["predicted_shift"])
-    mean_kd = scgde.tl.mean_shift_baseline(
-        train_log,
-        PERTURBATION,
-        CONTROL,
-        train_pairs,
-        test_pairs,
-        context_key=CONTEXT,
-        seed=seed,
-        target_knockdown=True,
-    )
-    predictions[MEAN_KD] = (mean_kd, mean_kd.uns["predicted_shift"])
+    for method, knockdown in ((MEAN, False), (MEAN_KD, True)):
+        cells = scgde.tl.mean_shift_baseline(
+            train_log,
+            PERTURBATION,
+            CONTROL,
+            train_pairs,
+            test_pairs,
+            context_key=CONTEXT,
+            seed=seed,
+            target_knockdown=knockdown,
+        )
+        predictions[method] = (cells, cells.uns["predicted_shift"])
     names = train + test
     features = pd.DataFrame(
         scgde.data.perturbation_feature_matrix(names, model.perturbation_features_, CONTROL),

@@ -71,9 +71,10 @@ class PerturbationGDE(GDE):
         to its knock-down factor (see :attr:`knockdown_factors_`; an unseen target gets the
         median factor of the training targets, :attr:`knockdown_factor_`). The embedding
         cannot carry the identity of a gene it never saw knocked down; this puts the one
-        effect every CRISPRi/knock-out guide has back. ``None`` (default): on when every
-        perturbation part is a gene of ``adata`` and the data are counts; ``True`` raises an
-        error where that is not so.
+        effect every CRISPRi/knock-out guide has back. It only lowers expression: a target
+        whose factor is 1 or more (activation screens, CRISPRa) is left as generated.
+        ``None`` (default): on when every perturbation part is a gene of ``adata`` and the data
+        are counts; ``True`` raises an error where that is not so.
     predictor_kwargs
         Size of the shift predictor: ``n_hidden`` (128), ``n_layers`` (2), ``dropout`` (0.1).
     **kwargs

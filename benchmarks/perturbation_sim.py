@@ -7,6 +7,7 @@ Run from the repository root::
     python benchmarks/perturbation_sim.py --quick         # smoke profile (< 2 min)
     python benchmarks/perturbation_sim.py --seed 4        # one seed
     python benchmarks/perturbation_sim.py --seeds 0 1 2 3 4
+    python benchmarks/perturbation_sim.py --control-cells 10000 --output OUT.md  # less noise
 
 **SIMULATED data.** ``scgde.datasets.grn_perturbations`` simulates single-gene CRISPRi-style
 knock-downs on a random gene-regulatory network, with gene abundances, dispersions and library
@@ -359,6 +360,9 @@ def _parse(argv=None):
     seeds.add_argument("--seed", type=int, default=None, help="one seed")
     seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs of the GDE")
+    parser.add_argument(
+        "--control-cells", type=int, default=None, help="control cells simulated (default 2000)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
@@ -375,6 +379,8 @@ def main(argv=None) -> int:
     cfg = dict(PROFILES[profile])
     if args.epochs is not None:
         cfg["max_epochs"] = args.epochs
+    if args.control_cells is not None:
+        cfg["n_control_cells"] = args.control_cells
     seeds = [args.seed] if args.seed is not None else (args.seeds or cfg["seeds"])
     print("SIMULATED data (scgde.datasets.grn_perturbations), not real measurements.", flush=True)
     reference = scgde.datasets.demo()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -263,8 +264,7 @@ class PerturbationGDE(GDE):
             self.control,
             self.separator,
         )
-        genes = set(map(str, self.var_names))
-        not_genes = [p for p in parts if p not in genes]
+        not_genes = [p for p in parts if p not in self._gene_names]
         problem = None
         if self._setup_args.get("obsm_key") or not self.module.count_data:
             problem = "it needs count data in gene space (not `obsm_key` or a Gaussian likelihood)"
@@ -277,15 +277,18 @@ class PerturbationGDE(GDE):
             raise ValueError(f"`target_knockdown=True` cannot be used: {problem}.")
         return problem is None
 
+    @cached_property
+    def _gene_names(self) -> frozenset[str]:
+        return frozenset(map(str, self.var_names))
+
     def _gene_parts(self, perturbation: str) -> list[str]:
         """The parts of ``perturbation`` that are genes of the model (none for the control)."""
         if perturbation == self.control:
             return []
-        genes = set(map(str, self.var_names))
         parts = split_combination(
             perturbation, self.separator, control_parts=_control_parts(self.control)
         )
-        return [p for p in parts if p in genes]
+        return [p for p in parts if p in self._gene_names]
 
     def _estimate_knockdown(self) -> None:
         """Knock-down factor of each single training target and their median."""

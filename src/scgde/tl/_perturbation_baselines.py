@@ -335,9 +335,9 @@ def _with_target_shifts(
         return [p.strip() for p in str(perturbation).split(separator)]
 
     own = [
-        values[column[parts(perturbation)[0]]]
+        values[column[names[0]]]
         for (perturbation, _), values in zip(train_pairs, train_shifts.to_numpy(), strict=True)
-        if len(parts(perturbation)) == 1 and parts(perturbation)[0] in column
+        if len(names := parts(perturbation)) == 1 and names[0] in column
     ]
     if not own:
         raise ValueError(

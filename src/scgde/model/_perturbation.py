@@ -264,7 +264,7 @@ class PerturbationGDE(GDE):
             self.control,
             self.separator,
         )
-        not_genes = [p for p in parts if p not in self._gene_names]
+        not_genes = [p for p in parts if p not in self._gene_columns]
         problem = None
         if self._setup_args.get("obsm_key") or not self.module.count_data:
             problem = "it needs count data in gene space (not `obsm_key` or a Gaussian likelihood)"
@@ -278,8 +278,9 @@ class PerturbationGDE(GDE):
         return problem is None
 
     @cached_property
-    def _gene_names(self) -> frozenset[str]:
-        return frozenset(map(str, self.var_names))
+    def _gene_columns(self) -> dict[str, int]:
+        """Column of each gene of the model, by name."""
+        return {str(g): i for i, g in enumerate(self.var_names)}
 
     def _gene_parts(self, perturbation: str) -> list[str]:
         """The parts of ``perturbation`` that are genes of the model (none for the control)."""
@@ -288,7 +289,7 @@ class PerturbationGDE(GDE):
         parts = split_combination(
             perturbation, self.separator, control_parts=_control_parts(self.control)
         )
-        return [p for p in parts if p in self._gene_names]
+        return [p for p in parts if p in self._gene_columns]
 
     def _estimate_knockdown(self) -> None:
         """Knock-down factor of each single training target and their median."""
@@ -308,8 +309,7 @@ class PerturbationGDE(GDE):
             for parts in map(self._gene_parts, perturbed["perturbation"])
         ]
         x = self.adata_manager.get_from_registry(X_KEY)
-        gene_index = {str(g): i for i, g in enumerate(self.var_names)}
-        factors = knockdown_factors(x, gene_index, perturbed, rows, controls)
+        factors = knockdown_factors(x, self._gene_columns, perturbed, rows, controls)
         if factors.empty:
             raise ValueError(
                 "`target_knockdown` needs single-gene perturbations whose target is detected in "
@@ -598,9 +598,10 @@ class PerturbationGDE(GDE):
         # the same cells, libraries and noise decoded from z_ctrl: the shift between the two
         # cancels the generator's own bias (common random numbers)
         x_control = self._generate(adata, z_ctrl, donors, n_cells, None, seed, sampler_kwargs, True)
-        knocked_down = self._knock_down_targets(
-            x, x_control, [p for p, _ in pairs], n_cells, seed, knockdown
-        )
+        if knockdown:
+            knocked_down = self._knock_down_targets(
+                x, x_control, [p for p, _ in pairs], n_cells, seed
+            )
         obs = pd.DataFrame(
             {self.perturbation_key: pd.Categorical(np.repeat([p for p, _ in pairs], n_cells))},
             index=[f"pred_{i}" for i in range(x.shape[0])],
@@ -637,17 +638,12 @@ class PerturbationGDE(GDE):
             out.uns["target_knockdown"] = knocked_down
         return out
 
-    def _knock_down_targets(
-        self, x, x_control, perturbations, n_cells, seed, knockdown: bool
-    ) -> pd.DataFrame:
+    def _knock_down_targets(self, x, x_control, perturbations, n_cells, seed) -> pd.DataFrame:
         """Thin the target genes of each pair's cells in ``x`` (in place) to their knock-down
         factor; returns the factor used for each (perturbation, target)."""
-        records = []
-        if not knockdown:
-            return pd.DataFrame(records)
         if self.knockdown_factors_ is None:
             self._estimate_knockdown()
-        column = {str(g): i for i, g in enumerate(self.var_names)}
+        records = []
         rng = np.random.default_rng(None if seed is None else [seed, 1])
         for i, perturbation in enumerate(perturbations):
             targets = self._gene_parts(perturbation)
@@ -658,7 +654,7 @@ class PerturbationGDE(GDE):
             ]
             rows = slice(i * n_cells, (i + 1) * n_cells)
             x[rows] = thin_targets(
-                x[rows], x_control[rows], [column[t] for t in targets], factors, rng
+                x[rows], x_control[rows], [self._gene_columns[t] for t in targets], factors, rng
             )
             records += [
                 {

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ..data import split_combination
 from ._perturbation_scores import (
     Control,
     dense_rows,
@@ -332,7 +333,10 @@ def _with_target_shifts(
     column = {str(g): i for i, g in enumerate(adata.var_names)}
 
     def parts(perturbation: str) -> list[str]:
-        return [p.strip() for p in str(perturbation).split(separator)]
+        try:
+            return split_combination(str(perturbation), separator)
+        except ValueError:  # the control condition itself: no parts
+            return []
 
     own = [
         values[column[names[0]]]

@@ -11,16 +11,16 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._constants import COUNT_LIKELIHOODS, LIKELIHOODS
+from ._conditional_mlp import (
+    FeatureStandardization,
+    TimeConditionedMLP,
+    check_continuous_likelihood,
+)
 
 SCHEDULES = ("linear", "cosine")
 SAMPLING_METHODS = ("ddpm", "ddim")
-
-#: Smallest per-feature standard deviation used for standardisation (constant features).
-MIN_FEATURE_STD = 1e-3
 
 
 def beta_schedule(n_steps: int, schedule: str = "linear") -> np.ndarray:
@@ -41,45 +41,7 @@ def beta_schedule(n_steps: int, schedule: str = "linear") -> np.ndarray:
     raise ValueError(f"Unknown schedule {schedule!r}; choose one of {SCHEDULES}.")
 
 
-def sinusoidal_embedding(fraction: torch.Tensor, n_features: int) -> torch.Tensor:
-    """Sine and cosine features ``(n, n_features)`` of diffusion times ``fraction`` in [0, 1).
-
-    Frequencies are geometric between 1 and 1/10000 as in transformers, applied to
-    ``1000 * fraction`` so that the embedding does not depend on the number of steps.
-    """
-    half = n_features // 2
-    freqs = torch.exp(
-        -math.log(10_000.0)
-        * torch.arange(half, device=fraction.device, dtype=fraction.dtype)
-        / max(half, 1)
-    )
-    angles = 1000.0 * fraction[:, None] * freqs[None, :]
-    out = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
-    if n_features % 2:
-        out = F.pad(out, (0, 1))
-    return out
-
-
-class _ResidualBlock(nn.Module):
-    """``h + MLP(FiLM(LayerNorm(h), c))``: the conditioning ``c`` scales and shifts each layer."""
-
-    def __init__(self, n_hidden: int, dropout: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(n_hidden, elementwise_affine=False)
-        self.film = nn.Linear(n_hidden, 2 * n_hidden)
-        self.mlp = nn.Sequential(
-            nn.Linear(n_hidden, n_hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(n_hidden, n_hidden),
-        )
-
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.film(F.gelu(c)).chunk(2, dim=-1)
-        return h + self.mlp(self.norm(h) * (1 + scale) + shift)
-
-
-class DiffusionGenerator(nn.Module):
+class DiffusionGenerator(FeatureStandardization, nn.Module):
     """Conditional DDPM: an MLP predicts the noise added to a cell, given ``z`` and covariates.
 
     Training draws a step ``t`` uniformly and noise ``eps``, forms
@@ -122,10 +84,6 @@ class DiffusionGenerator(nn.Module):
         Default number of sampling steps (``None``: all ``n_steps``).
     """
 
-    #: Ask :class:`scgde.model.GDE` for ``feature_mean``, ``feature_std``, ``feature_min`` and
-    #: ``feature_max`` of the training data.
-    uses_feature_statistics = True
-
     def __init__(
         self,
         n_input: int,
@@ -146,22 +104,10 @@ class DiffusionGenerator(nn.Module):
         n_sampling_steps: int | None = None,
     ):
         super().__init__()
-        if likelihood in COUNT_LIKELIHOODS:
-            raise ValueError(
-                f"The diffusion generator models continuous data, not counts "
-                f"(likelihood={likelihood!r}). Register log-normalised data (a layer, e.g. "
-                "`layer='log1p'`) or a representation (`obsm_key='X_pca'`) with "
-                "`GDE.setup_anndata` and use likelihood='gaussian'."
-            )
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}.")
-        if n_layers < 0:
-            raise ValueError(f"`n_layers` must be >= 0, got {n_layers!r}.")
-        self.likelihood = likelihood
+        self.likelihood = check_continuous_likelihood(likelihood, "diffusion")
         betas = beta_schedule(n_steps, schedule)
         self.n_steps = int(n_steps)
         self.schedule = schedule
-        self.n_time_embedding = n_time_embedding
         self._alphas_cumprod64 = np.cumprod(1.0 - betas)  # for the sampler's coefficients
         # schedule buffers follow the module's device but are rebuilt from the arguments, not saved
         self.register_buffer("betas", torch.tensor(betas, dtype=torch.float32), persistent=False)
@@ -170,36 +116,19 @@ class DiffusionGenerator(nn.Module):
             torch.tensor(self._alphas_cumprod64, dtype=torch.float32),
             persistent=False,
         )
-        stats = {}
-        for name, value, default in [
-            ("feature_mean", feature_mean, 0.0),
-            ("feature_std", feature_std, 1.0),
-            ("feature_min", feature_min, -math.inf),
-            ("feature_max", feature_max, math.inf),
-        ]:
-            value = torch.full((n_input,), default) if value is None else torch.as_tensor(value)
-            if value.shape != (n_input,):
-                raise ValueError(f"`{name}` must have shape ({n_input},), got {value.shape}.")
-            stats[name] = value.float().clone()
-        stats["feature_std"] = stats["feature_std"].clamp(min=MIN_FEATURE_STD)
-        for name, value in stats.items():  # saved with the model
-            self.register_buffer(name, value)
+        self._register_feature_statistics(
+            n_input,
+            feature_mean=feature_mean,
+            feature_std=feature_std,
+            feature_min=feature_min,
+            feature_max=feature_max,
+        )
         self.sampling_method, self.n_sampling_steps = self._check_sampler(
             sampling_method, n_sampling_steps
         )
 
-        self.input_layer = nn.Linear(n_input, n_hidden)
-        self.time_embedding = nn.Sequential(
-            nn.Linear(n_time_embedding, n_hidden), nn.GELU(), nn.Linear(n_hidden, n_hidden)
-        )
-        self.condition_embedding = nn.Sequential(
-            nn.Linear(n_latent_dist + n_covariates, n_hidden),
-            nn.GELU(),
-            nn.Linear(n_hidden, n_hidden),
-        )
-        self.blocks = nn.ModuleList(_ResidualBlock(n_hidden, dropout) for _ in range(n_layers))
-        self.output_layer = nn.Sequential(
-            nn.LayerNorm(n_hidden), nn.GELU(), nn.Linear(n_hidden, n_input)
+        self.network = TimeConditionedMLP(
+            n_input, n_latent_dist + n_covariates, n_hidden, n_layers, dropout, n_time_embedding
         )
 
     # ------------------------------------------------------------------------------ helpers
@@ -221,22 +150,9 @@ class DiffusionGenerator(nn.Module):
             )
         return method, int(n_sampling_steps)
 
-    def standardize(self, x: torch.Tensor) -> torch.Tensor:
-        """Data to the generator's unit scale."""
-        return (x - self.feature_mean) / self.feature_std
-
-    def unstandardize(self, x: torch.Tensor) -> torch.Tensor:
-        """Generator scale back to data."""
-        return x * self.feature_std + self.feature_mean
-
     def denoiser(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, cov: torch.Tensor):
         """Predicted noise ``eps_theta(x_t, t, z, cov)``; ``t`` holds 0-based step indices."""
-        time = sinusoidal_embedding(t.to(x_t.dtype) / self.n_steps, self.n_time_embedding)
-        c = self.time_embedding(time) + self.condition_embedding(torch.cat([z, cov], dim=-1))
-        h = self.input_layer(x_t) + c
-        for block in self.blocks:
-            h = block(h, c)
-        return self.output_layer(h)
+        return self.network(x_t, t.to(x_t.dtype) / self.n_steps, torch.cat([z, cov], dim=-1))
 
     # ----------------------------------------------------------------- generator interface
     def forward(self, x, x_in, z, cov) -> dict[str, torch.Tensor]:
@@ -287,15 +203,16 @@ class DiffusionGenerator(nn.Module):
         eta = 1.0 if method == "ddpm" else 0.0
         steps = np.linspace(self.n_steps - 1, 0, n_sampling_steps).round().astype(int)
         steps = np.unique(steps)[::-1]
-        low, high = self.standardize(self.feature_min), self.standardize(self.feature_max)
         x = torch.randn(z.shape[0], self.feature_mean.shape[0], device=z.device, dtype=z.dtype)
+        # cells of a set share z and usually covariates: condition once per distinct row
+        condition, index = torch.unique(torch.cat([z, cov], dim=-1), dim=0, return_inverse=True)
         for i, t in enumerate(steps):
             a_t = float(self._alphas_cumprod64[t])
             a_prev = float(self._alphas_cumprod64[steps[i + 1]]) if i + 1 < len(steps) else 1.0
-            t_batch = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
-            eps = self.denoiser(x, t_batch, z, cov)
+            fraction = torch.full_like(condition[:, 0], int(t) / self.n_steps)
+            eps = self.network(x, fraction, condition, index)
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            x0_clipped = torch.maximum(torch.minimum(x0, high), low)
+            x0_clipped = self.clip_standardized(x0)
             if not torch.equal(x0_clipped, x0):  # the noise the clipped x0 implies
                 x0 = x0_clipped
                 eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)

@@ -1,6 +1,7 @@
 """Torch building blocks: set encoders, conditional generators and set pooling."""
 
 from ._diffusion import DiffusionGenerator
+from ._flow import FlowGenerator
 from ._generators import GENERATORS, CVAEGenerator, make_generator
 from ._segment import segment_mean, segment_sum
 from ._set_encoders import (
@@ -19,6 +20,7 @@ __all__ = [
     "CVAEGenerator",
     "DeepSetEncoder",
     "DiffusionGenerator",
+    "FlowGenerator",
     "KMEEncoder",
     "MeanEncoder",
     "SetEncoder",

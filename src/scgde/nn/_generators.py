@@ -15,7 +15,9 @@ nothing else in scgde changes. Extra keyword arguments of ``sample`` are passed 
 ``GDE.sample(sampler_kwargs=...)``. A generator with the class attribute
 ``uses_feature_statistics = True`` receives ``feature_mean``, ``feature_std``, ``feature_min``
 and ``feature_max`` of the training data from :class:`scgde.model.GDE`. Registered:
-``"cvae"`` (:class:`CVAEGenerator`) and ``"diffusion"`` (:class:`~scgde.nn.DiffusionGenerator`).
+``"cvae"`` (:class:`CVAEGenerator`, counts or continuous data), ``"diffusion"``
+(:class:`~scgde.nn.DiffusionGenerator`) and ``"flow"`` (:class:`~scgde.nn.FlowGenerator`),
+both for continuous data.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch.distributions import Normal, Poisson, kl_divergence
 from .._constants import COUNT_LIKELIHOODS, LIKELIHOODS
 from ._blocks import block_slices, block_totals
 from ._diffusion import DiffusionGenerator
+from ._flow import FlowGenerator
 from ._mlp import mlp
 
 
@@ -59,6 +62,11 @@ class CVAEGenerator(nn.Module):
         size, e.g. ``(n_genes, n_proteins)`` for RNA and protein counts of CITE-seq; the decoder
         normalises its rates within each block (a softmax per block) and scales them by the
         block's library. Default: one block of all features.
+    conditional_prior
+        ``True`` (default): the prior of ``u`` is ``p(u | z, cov)``, a Gaussian whose mean and
+        scale an MLP predicts from the set embedding and covariates (the prior network of a
+        conditional VAE), and cells are generated with ``u`` drawn from it. Whatever ``u``
+        learns about the set is then regenerated from ``z``. ``False``: ``p(u) = N(0, I)``.
     """
 
     def __init__(
@@ -72,6 +80,7 @@ class CVAEGenerator(nn.Module):
         n_layers: int = 1,
         dropout: float = 0.1,
         block_sizes: tuple[int, ...] | None = None,
+        conditional_prior: bool = True,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -91,6 +100,11 @@ class CVAEGenerator(nn.Module):
             n_latent_cell + n_latent_dist + n_covariates, n_hidden, n_hidden, n_layers, dropout
         )
         self.decoder_mean = nn.Linear(n_hidden, n_input)
+        self.prior_network = (
+            mlp(n_latent_dist + n_covariates, 2 * n_latent_cell, n_hidden, n_layers=1)
+            if conditional_prior
+            else None
+        )
         if likelihood == "zinb":
             self.decoder_dropout = nn.Linear(n_hidden, n_input)
         # gene-wise log inverse dispersion (NB/ZINB) or log standard deviation (Gaussian)
@@ -99,6 +113,14 @@ class CVAEGenerator(nn.Module):
     def posterior(self, x_in: torch.Tensor, z: torch.Tensor) -> Normal:
         """``q(u | x, z)``."""
         mean, log_var = self.cell_encoder(torch.cat([x_in, z], dim=-1)).chunk(2, dim=-1)
+        return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
+
+    def prior(self, z: torch.Tensor, cov: torch.Tensor) -> Normal:
+        """``p(u | z, cov)`` (conditional prior), or ``N(0, I)``."""
+        if self.prior_network is None:
+            zeros = z.new_zeros(z.shape[0], self.n_latent_cell)
+            return Normal(zeros, torch.ones_like(zeros))
+        mean, log_var = self.prior_network(torch.cat([z, cov], dim=-1)).chunk(2, dim=-1)
         return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
 
     def likelihood_distribution(
@@ -133,12 +155,15 @@ class CVAEGenerator(nn.Module):
         library = (
             block_totals(x, self.block_sizes) if self.likelihood in COUNT_LIKELIHOODS else None
         )
-        return {"qu": qu, "px": self.likelihood_distribution(qu.rsample(), z, cov, library)}
+        return {
+            "qu": qu,
+            "pu": self.prior(z, cov),
+            "px": self.likelihood_distribution(qu.rsample(), z, cov, library),
+        }
 
     def loss(self, x, outputs) -> tuple[torch.Tensor, torch.Tensor]:
         reconstruction = -outputs["px"].log_prob(x).sum(-1)
-        prior = Normal(torch.zeros_like(outputs["qu"].loc), torch.ones_like(outputs["qu"].scale))
-        kl = kl_divergence(outputs["qu"], prior).sum(-1)
+        kl = kl_divergence(outputs["qu"], outputs["pu"]).sum(-1)
         return reconstruction, kl
 
     def cell_latent(self, x_in, z) -> torch.Tensor:
@@ -151,7 +176,7 @@ class CVAEGenerator(nn.Module):
             raise ValueError(
                 f"The CVAE generator takes no sampler options, got {sorted(sampler_kwargs)}."
             )
-        u = torch.randn(z.shape[0], self.n_latent_cell, device=z.device, dtype=z.dtype)
+        u = self.prior(z, cov).sample()
         return self.likelihood_distribution(u, z, cov, library).sample()
 
 
@@ -159,6 +184,7 @@ class CVAEGenerator(nn.Module):
 GENERATORS: dict[str, type[nn.Module]] = {
     "cvae": CVAEGenerator,
     "diffusion": DiffusionGenerator,
+    "flow": FlowGenerator,
 }
 
 

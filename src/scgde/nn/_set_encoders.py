@@ -137,6 +137,11 @@ class DeepSetEncoder(SetEncoder):
     residual and a linear re-injection of the raw input, and LayerNorm. A final mean pool and an
     MLP give the embedding.
 
+    With ``mean_skip`` (default), the embedding also gets a linear map of the set mean of the
+    input itself (each cell's state carries its input alongside): the first moments reach
+    ``z`` linearly, so sets outside the bulk of the training sets (e.g. a corner of the
+    range of means) are located by the same linear map instead of by the MLP's extrapolation.
+
     Parameters
     ----------
     n_input
@@ -149,6 +154,8 @@ class DeepSetEncoder(SetEncoder):
         Number of mean-context layers.
     dropout
         Dropout rate inside the MLPs.
+    mean_skip
+        Add a linear map of the set mean of the input to the embedding.
     """
 
     def __init__(
@@ -158,23 +165,31 @@ class DeepSetEncoder(SetEncoder):
         n_hidden: int = 128,
         n_layers: int = 2,
         dropout: float = 0.0,
+        mean_skip: bool = True,
     ):
         super().__init__()
         self.n_set_layers = n_layers
+        self.n_hidden = n_hidden
+        self.skip = nn.Linear(n_input, n_latent, bias=False) if mean_skip else None
         self.cell_mlp = mlp(n_input, n_hidden, n_hidden, n_layers=1, dropout=dropout)
         self.layers = nn.ModuleList(
             [_MeanContextLayer(n_hidden, n_input, dropout) for _ in range(n_layers)]
         )
         self.head = mlp(n_hidden, n_latent, n_hidden, n_layers=1)
 
+    # with the skip, a state is [hidden state, input]; pooled, its input part is the set mean
     def embed_cells(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cell_mlp(x)
+        h = self.cell_mlp(x)
+        return h if self.skip is None else torch.cat([h, x], dim=-1)
 
     def set_layer(self, i, x, h, pooled):
-        return self.layers[i](x, h, pooled)
+        n = self.n_hidden
+        h = self.layers[i](x, h[:, :n], pooled[:, :n])
+        return h if self.skip is None else torch.cat([h, x], dim=-1)
 
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.head(pooled)
+        z = self.head(pooled[:, : self.n_hidden])
+        return z if self.skip is None else z + self.skip(pooled[:, self.n_hidden :])
 
 
 class KMEEncoder(SetEncoder):

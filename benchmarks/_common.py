@@ -87,7 +87,7 @@ def train_gde(
     budget_s: float | None,
     seed: int,
     likelihood: str = "gaussian",
-    lr: float = 1e-3,
+    lr: float | None = None,
 ):
     """Train a GDE on the sets in ``adata.obs["set"]`` (all sets, no validation split).
 
@@ -136,7 +136,7 @@ def set_points(adata) -> tuple[list[str], list[np.ndarray]]:
 
 def sampler_for(model, sampler: dict | None) -> dict | None:
     """``sampler_kwargs`` for ``model.sample``: only diffusion generators take them."""
-    return sampler if model.init_params_["non_kwargs"]["generator"] == "diffusion" else None
+    return sampler if model.generator_name_ == "diffusion" else None
 
 
 def start(threads: int | None) -> str:

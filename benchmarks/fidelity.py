@@ -49,6 +49,7 @@ method's difference on the real one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ OTHER_Z = "control: GDE from another held-out sample's embedding, library drawn"
 
 
 # ------------------------------------------------------------------------------ model
-def make_model(adata):
+def make_model(adata, generator_kwargs: dict | None = None):
     """The model under test, with the library's defaults for count data.
 
     ``adata`` (raw counts, a copy owned by the benchmark) is registered in place. This is the
@@ -98,7 +99,7 @@ def make_model(adata):
     from scgde.model import GDE
 
     GDE.setup_anndata(adata, group_key=GROUP, batch_key=BATCH)
-    return GDE(adata)
+    return GDE(adata, generator_kwargs=generator_kwargs)
 
 
 def model_name(model) -> str:
@@ -108,7 +109,7 @@ def model_name(model) -> str:
     )
 
 
-def train_model(train, budget_s: float, seed: int):
+def train_model(train, budget_s: float, seed: int, generator_kwargs: dict | None = None):
     """``make_model`` on a copy of ``train``, trained with ``train``'s defaults and a time budget.
 
     ``train_size=1.0``: the held-out samples are the benchmark's own test set, so no further
@@ -117,7 +118,7 @@ def train_model(train, budget_s: float, seed: int):
     import scvi
 
     scvi.settings.seed = seed
-    model = make_model(train.copy())
+    model = make_model(train.copy(), generator_kwargs)
     callback = time_budget_callback(budget_s)
     t0 = time.perf_counter()
     model.train(train_size=1.0, enable_progress_bar=False, callbacks=[callback])
@@ -387,6 +388,12 @@ def _parse(argv=None):
     )
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--min-per-condition", type=int, default=3)
+    parser.add_argument(
+        "--generator-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON passed to GDE(generator_kwargs=...), for ablations",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -422,7 +429,7 @@ def main(argv=None) -> int:
     )
 
     log(f"training the GDE ({cfg['time_budget_s']:.0f} s budget)")
-    model, info = train_model(train, cfg["time_budget_s"], seed)
+    model, info = train_model(train, cfg["time_budget_s"], seed, args.generator_kwargs)
     gde = model_name(model)
     log(
         f"  {info['epochs']} epochs / {info['steps']} steps in {info['train_s']:.0f} s "

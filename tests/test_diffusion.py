@@ -360,3 +360,5 @@ def test_gde_with_diffusion_on_counts_raises():
     GDE.setup_anndata(adata, group_key="sample")
     with pytest.raises(ValueError, match="continuous data"):
         GDE(adata, generator="diffusion")
+    with pytest.raises(ValueError, match="continuous data"):
+        GDE(adata, generator="diffusion", likelihood="nb")

@@ -48,7 +48,9 @@ def test_negative_values_raise():
     adata.X[3, 2] = -1
     GDE.setup_anndata(adata, group_key="sample")
     with pytest.raises(ValueError, match="negative"):
-        GDE(adata)
+        GDE(adata, likelihood="nb")
+    # without a likelihood, data that are not all counts are modelled as continuous
+    assert GDE(adata, n_latent=4).module.likelihood == "gaussian"
 
 
 def test_non_integer_counts_raise_but_gaussian_accepts():

@@ -2,11 +2,22 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, datasets, metrics, model, module, nn, pl, tl
+from . import data, datasets, metrics, model, module, nn, pl, tl, train
 
 try:
     __version__ = version("scgde")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-__all__ = ["data", "datasets", "metrics", "model", "module", "nn", "pl", "tl", "__version__"]
+__all__ = [
+    "data",
+    "datasets",
+    "metrics",
+    "model",
+    "module",
+    "nn",
+    "pl",
+    "tl",
+    "train",
+    "__version__",
+]

@@ -17,7 +17,7 @@ from ._registered import RegisteredData
 from ._set_sampler import GroupSetSampler
 from ._splitter import GroupDataSplitter, sets_per_epoch
 from ._statistics import column_statistics
-from ._validation import check_values
+from ._validation import check_values, looks_like_counts
 
 __all__ = [
     "GroupDataSplitter",
@@ -25,6 +25,7 @@ __all__ = [
     "RegisteredData",
     "cells_of_groups",
     "check_values",
+    "looks_like_counts",
     "coexpression_features",
     "column_statistics",
     "default_perturbation_features",

@@ -22,7 +22,7 @@ class GroupSetSampler(torch.utils.data.Sampler):
     group_cells
         For each group, the indices of its cells.
     set_size
-        Cells per set.
+        Cells per set (the largest set size when ``min_set_size`` is given).
     groups_per_batch
         Sets per minibatch.
     n_batches
@@ -33,6 +33,10 @@ class GroupSetSampler(torch.utils.data.Sampler):
         epoch (used for validation, so validation losses are comparable across epochs).
     rank, world_size
         Distributed training: each rank draws its own sets from a rank-specific stream.
+    min_set_size
+        With a number: each set draws its size log-uniformly between ``min_set_size`` and
+        ``set_size`` (variable set sizes teach the encoder to embed sets of any size alike).
+        Default: every set has ``set_size`` cells.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class GroupSetSampler(torch.utils.data.Sampler):
         seed: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        min_set_size: int | None = None,
     ):
         if not group_cells or any(len(c) == 0 for c in group_cells):
             raise ValueError("Every group given to the sampler must contain at least one cell.")
@@ -54,6 +59,11 @@ class GroupSetSampler(torch.utils.data.Sampler):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        if min_set_size is not None and not 1 <= min_set_size <= set_size:
+            raise ValueError(
+                f"`min_set_size` must be between 1 and set_size={set_size}, got {min_set_size!r}."
+            )
+        self.min_set_size = min_set_size
 
     def __len__(self) -> int:
         return self.n_batches
@@ -84,15 +94,24 @@ class GroupSetSampler(torch.utils.data.Sampler):
             taken.append(queue.pop(0))
         return np.asarray(chosen + taken, dtype=np.int64)
 
+    def _set_sizes(self, rng: np.random.Generator, n_sets: int) -> np.ndarray:
+        """The size of each set of a minibatch (log-uniform with ``min_set_size``)."""
+        if self.min_set_size is None or self.min_set_size == self.set_size:
+            return np.full(n_sets, self.set_size)
+        log_size = rng.uniform(np.log(self.min_set_size), np.log(self.set_size + 1), n_sets)
+        return np.minimum(np.exp(log_size).astype(np.int64), self.set_size)
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = self._rng()
         queue: list[int] = []
         for _ in range(self.n_batches):
             indices, set_ids = [], []
-            for set_id, group in enumerate(self._next_groups(rng, queue)):
+            groups = self._next_groups(rng, queue)
+            sizes = self._set_sizes(rng, len(groups))
+            for set_id, (group, size) in enumerate(zip(groups, sizes, strict=True)):
                 cells = self.group_cells[group]
-                if cells.size > self.set_size:
-                    cells = rng.choice(cells, self.set_size, replace=False)
+                if cells.size > size:
+                    cells = rng.choice(cells, size, replace=False)
                 indices.append(cells)
                 set_ids.append(np.full(cells.size, set_id, dtype=np.int64))
             yield np.concatenate(indices), np.concatenate(set_ids)

@@ -45,6 +45,9 @@ class GroupDataSplitter(pl.LightningDataModule):
         Seed of the split and of the (fixed) validation sets.
     extra
         Further per-cell arrays served with each minibatch (see :class:`RegisteredData`).
+    min_set_size
+        Training sets draw their size between ``min_set_size`` and ``set_size`` (see
+        :class:`GroupSetSampler`); validation sets always have ``set_size`` cells.
     """
 
     def __init__(
@@ -57,8 +60,10 @@ class GroupDataSplitter(pl.LightningDataModule):
         validation_size: float | None = None,
         seed: int = 0,
         extra: dict[str, np.ndarray] | None = None,
+        min_set_size: int | None = None,
     ):
         super().__init__()
+        self.min_set_size = min_set_size
         self.extra = extra
         if not 0 < train_size <= 1:
             raise ValueError(f"`train_size` must be in (0, 1], got {train_size}.")
@@ -104,7 +109,9 @@ class GroupDataSplitter(pl.LightningDataModule):
         if self._dataset is None:
             self._dataset = RegisteredData(self.adata_manager, self.extra)
 
-    def _loader(self, groups: np.ndarray, n_cells: int, seed: int | None):
+    def _loader(
+        self, groups: np.ndarray, n_cells: int, seed: int | None, min_set_size: int | None = None
+    ):
         self.setup()
         rank, world_size = _distributed_rank()
         sampler = GroupSetSampler(
@@ -118,12 +125,13 @@ class GroupDataSplitter(pl.LightningDataModule):
             seed=seed,
             rank=rank,
             world_size=world_size,
+            min_set_size=min_set_size,
         )
         return torch.utils.data.DataLoader(self._dataset, sampler=sampler, batch_size=None)
 
     def train_dataloader(self):
         """Random sets of training groups, new ones each epoch."""
-        return self._loader(self.train_groups, self.n_train, seed=None)
+        return self._loader(self.train_groups, self.n_train, None, self.min_set_size)
 
     def val_dataloader(self):
         """The same sets of validation groups every epoch; empty without validation groups."""

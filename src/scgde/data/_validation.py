@@ -56,3 +56,17 @@ def check_values(matrix, name: str, require_counts: bool, likelihood: str) -> No
                 f"likelihood={likelihood!r} models counts. Pass raw counts (e.g. "
                 "`layer='counts'`), or use likelihood='gaussian' for log-normalised data."
             )
+
+
+def looks_like_counts(matrix) -> bool:
+    """Whether every stored value is a finite non-negative integer (checked in chunks)."""
+    values = _stored_values(matrix)
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+        values.dtype, np.complexfloating
+    ):
+        return False
+    for start in range(0, values.size, _CHUNK):
+        chunk = values[start : start + _CHUNK]
+        if not np.isfinite(chunk).all() or (chunk < 0).any() or (chunk != np.round(chunk)).any():
+            return False
+    return True

@@ -13,7 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 from scvi.data import AnnDataManager, fields
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainingPlan, TrainRunner
+from scvi.train import TrainRunner
 
 from .._constants import (
     BATCH_KEY,
@@ -36,18 +36,31 @@ from ..data import (
     column_statistics,
     group_labels,
     group_level_labels,
+    looks_like_counts,
     sets_per_epoch,
 )
 from ..data._groups import as_key_list
 from ..module import GDEModule
 from ..nn import GENERATORS
 from ..nn._blocks import block_totals
+from ..train import GDETrainingPlan
 from ._gene_space import representation_to_genes
 
 logger = logging.getLogger(__name__)
 
+#: Generators that model continuous data only (they imply ``likelihood="gaussian"``).
+CONTINUOUS_GENERATORS = ("diffusion", "flow")
+
 #: Training steps that the default number of epochs aims at.
 _DEFAULT_TARGET_STEPS = 2_000
+#: Default learning rate at ``_BASE_GROUPS_PER_BATCH`` sets per step (scaled by the square root
+#: of the batch of sets).
+_BASE_LR = 1e-3
+_BASE_GROUPS_PER_BATCH = 16
+#: Default decay of the weight average at ``_BASE_GROUPS_PER_BATCH`` sets per step.
+_EMA_DECAY = 0.999
+#: Longest default KL warm-up of the CVAE, in optimizer steps.
+_MAX_KL_WARMUP_STEPS = 1_000
 
 
 def _positive_int(value, name: str) -> int:
@@ -108,12 +121,16 @@ class GDE(BaseModelClass):
     encoder
         Set encoder, a name in :data:`scgde.nn.ENCODERS` (``"deepset"``).
     generator
-        Conditional generator, a name in :data:`scgde.nn.GENERATORS`: ``"cvae"`` or
-        ``"diffusion"`` (DDPM; continuous data with ``likelihood="gaussian"`` only, standardised
-        per feature with statistics of the training data).
+        Conditional generator, a name in :data:`scgde.nn.GENERATORS`: ``"cvae"`` (counts or
+        continuous data), ``"flow"`` (conditional flow matching) or ``"diffusion"`` (DDPM), the
+        last two for continuous data only. Default: ``"cvae"`` for counts, ``"flow"`` for
+        continuous data.
     likelihood
-        ``"nb"`` (default), ``"zinb"`` or ``"poisson"`` for raw counts; ``"gaussian"`` for
-        continuous data (log-normalised values, a representation in ``obsm``).
+        ``"nb"``, ``"zinb"`` or ``"poisson"`` for raw counts; ``"gaussian"`` for continuous
+        data (log-normalised values, a representation in ``obsm``). Default: ``"nb"`` when the
+        registered data are non-negative integers (and for protein models), ``"gaussian"``
+        otherwise. ``generator="flow"`` or ``"diffusion"`` on raw counts raises an error
+        unless ``likelihood="gaussian"`` is passed.
     encoder_kwargs
         Passed to the encoder, e.g. ``{"n_hidden": 256, "n_layers": 3}``.
     generator_kwargs
@@ -143,7 +160,7 @@ class GDE(BaseModelClass):
 
     _module_cls = GDEModule
     _data_splitter_cls = GroupDataSplitter
-    _training_plan_cls = TrainingPlan
+    _training_plan_cls = GDETrainingPlan
     _train_runner_cls = TrainRunner
 
     def __init__(
@@ -151,8 +168,8 @@ class GDE(BaseModelClass):
         adata: AnnData,
         n_latent: int = 32,
         encoder: str = "deepset",
-        generator: str = "cvae",
-        likelihood: str = "nb",
+        generator: str | None = None,
+        likelihood: str | None = None,
         encoder_kwargs: dict | None = None,
         generator_kwargs: dict | None = None,
         classification_ratio: float = 50.0,
@@ -160,8 +177,7 @@ class GDE(BaseModelClass):
         group_label_categories: Sequence[str] | None = None,
     ):
         super().__init__(adata)
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}.")
+        likelihood, generator = self._default_likelihood_and_generator(likelihood, generator)
         n_latent = _positive_int(n_latent, "n_latent")
         self._check_data(self.adata_manager, likelihood)
         labels = self._group_labels(self.adata)
@@ -210,10 +226,14 @@ class GDE(BaseModelClass):
         # generators that standardise their data (diffusion) get the training data's
         # statistics; they keep them as buffers, so a loaded model uses the saved ones
         module_generator_kwargs = dict(generator_kwargs or {})
-        if getattr(GENERATORS.get(generator), "uses_feature_statistics", False):
+        input_statistics = {}
+        if likelihood not in COUNT_LIKELIHOODS:
             stats = column_statistics(self.adata_manager.get_from_registry(X_KEY))
-            for name, value in stats.items():
-                module_generator_kwargs.setdefault(f"feature_{name}", value)
+            # the set encoder reads continuous data standardised
+            input_statistics = {"input_mean": stats["mean"], "input_std": stats["std"]}
+            if getattr(GENERATORS.get(generator), "uses_feature_statistics", False):
+                for name, value in stats.items():
+                    module_generator_kwargs.setdefault(f"feature_{name}", value)
         self.encoder_name_, self.generator_name_ = encoder, generator
         self.module = self._module_cls(
             n_input=self.adata_manager.get_from_registry(X_KEY).shape[1],
@@ -232,6 +252,7 @@ class GDE(BaseModelClass):
             classification_ratio=classification_ratio,
             generative_weight=generative_weight,
             n_proteins=n_proteins,
+            **input_statistics,
             **self._module_kwargs(n_latent),
         )
         self._model_summary_string = (
@@ -245,6 +266,40 @@ class GDE(BaseModelClass):
             )
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _default_likelihood_and_generator(
+        self, likelihood: str | None, generator: str | None
+    ) -> tuple[str, str]:
+        """Fill in what the user left out: counts get ``"nb"`` and the CVAE, continuous data
+        ``"gaussian"`` and the flow generator; a continuous-only generator on raw counts
+        without a likelihood is an error that says what to do."""
+        if likelihood is not None and likelihood not in LIKELIHOODS:
+            raise ValueError(f"Unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}.")
+        if generator is not None and generator not in GENERATORS:
+            raise ValueError(
+                f"Unknown generator {generator!r}; choose one of {sorted(GENERATORS)}."
+            )
+        if likelihood is None:
+            manager = self.adata_manager
+            counts = not manager.registry["setup_args"].get("obsm_key") and looks_like_counts(
+                manager.get_from_registry(X_KEY)
+            )
+            if generator in CONTINUOUS_GENERATORS and counts:
+                raise ValueError(
+                    f"generator={generator!r} models continuous data, but the registered data "
+                    "are raw counts. Register log-normalised data (a layer, e.g. "
+                    "`layer='log1p'`) or a representation (`obsm_key='X_pca'`), or keep the "
+                    "counts with generator='cvae' (a count likelihood). To model these values "
+                    "as continuous anyway, pass likelihood='gaussian'."
+                )
+            if PROTEIN_KEY in manager.data_registry:
+                likelihood = "nb"  # RNA and protein counts; the value checks say if they are not
+            else:
+                likelihood = "nb" if counts else "gaussian"
+        if generator is None:
+            generator = "cvae" if likelihood in COUNT_LIKELIHOODS else "flow"
+        logger.info("GDE: likelihood=%r, generator=%r.", likelihood, generator)
+        return likelihood, generator
 
     def _module_kwargs(self, n_latent: int) -> dict:
         """Further module arguments of subclasses (called once the data are registered)."""
@@ -584,16 +639,18 @@ class GDE(BaseModelClass):
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         early_stopping: bool = False,
-        lr: float = 1e-3,
+        lr: float | None = None,
         split_seed: int = 0,
         plan_kwargs: dict | None = None,
+        min_set_size: int | None = None,
         **trainer_kwargs,
     ):
         """Train the encoder and generator on random sets of cells of each group.
 
-        Each step draws ``groups_per_batch`` training groups and ``set_size`` cells of each
-        (all cells of smaller groups), encodes each set to ``z`` and trains the generator to
-        reproduce the set's cells given ``z``. Validation holds out whole **groups**.
+        Each step draws ``groups_per_batch`` training groups and between ``min_set_size`` and
+        ``set_size`` cells of each (all cells of smaller groups), encodes each set to ``z`` and
+        trains the generator to reproduce the set's cells given ``z``. Validation holds out
+        whole **groups** (in sets of ``set_size`` cells).
 
         Parameters
         ----------
@@ -602,7 +659,7 @@ class GDE(BaseModelClass):
             once (``ceil(n_cells / set_size)`` sets). Default: about 2,000 steps, between 20
             and 400 epochs.
         set_size
-            Cells per set.
+            Largest number of cells per set.
         groups_per_batch
             Sets per minibatch.
         train_size, validation_size
@@ -612,11 +669,21 @@ class GDE(BaseModelClass):
         early_stopping
             Stop when the validation ELBO stops improving (needs validation groups).
         lr
-            Learning rate of Adam.
+            Learning rate of Adam. Default: ``1e-3 * sqrt(groups_per_batch / 16)``, so that
+            fewer, larger steps (a larger ``groups_per_batch``) train about as well per second.
         split_seed
             Seed of the group split and of the fixed validation sets.
         plan_kwargs
-            Passed to :class:`scvi.train.TrainingPlan` (e.g. ``n_epochs_kl_warmup``).
+            Passed to :class:`scgde.train.GDETrainingPlan`: ``lr_warmup_steps`` (default 200),
+            ``ema_decay`` (default ``0.999 ** (groups_per_batch / 16)``, the same average over
+            the cells seen at any batch of sets; the trained model keeps the averaged weights),
+            ``n_steps_kl_warmup`` (CVAE; default: a quarter of the planned steps, at most
+            1,000, so a large ``max_epochs`` cap with ``max_time`` or early stopping still
+            warms up fully), and :class:`scvi.train.TrainingPlan`'s arguments.
+        min_set_size
+            Training sets draw their size log-uniformly between ``min_set_size`` and
+            ``set_size``, so that the encoder learns to embed small and large sets alike.
+            Default: ``set_size // 4``; ``min_set_size=set_size`` gives sets of one size.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``).
         """
@@ -636,6 +703,11 @@ class GDE(BaseModelClass):
             validation_size=validation_size,
             seed=split_seed,
             extra=extra,
+            min_set_size=(
+                max(1, set_size // 4)
+                if min_set_size is None
+                else _positive_int(min_set_size, "min_set_size")
+            ),
         )
         if early_stopping and splitter.n_val == 0:
             raise ValueError("`early_stopping=True` needs validation groups: lower `train_size`.")
@@ -643,9 +715,15 @@ class GDE(BaseModelClass):
             steps = sets_per_epoch(splitter.n_train, set_size, groups_per_batch)
             max_epochs = int(np.clip(round(_DEFAULT_TARGET_STEPS / steps), 20, 400))
         max_epochs = _positive_int(max_epochs, "max_epochs")
+        if lr is None:
+            lr = _BASE_LR * np.sqrt(groups_per_batch / _BASE_GROUPS_PER_BATCH)
+        planned_steps = max_epochs * splitter.n_batches_train
         plan_kwargs = {
-            "lr": lr,
-            "n_epochs_kl_warmup": max(1, max_epochs // 4),
+            "lr": float(lr),
+            # the same average over cells seen, whatever the number of sets per step
+            "ema_decay": _EMA_DECAY ** (groups_per_batch / _BASE_GROUPS_PER_BATCH),
+            "n_epochs_kl_warmup": None,
+            "n_steps_kl_warmup": int(min(_MAX_KL_WARMUP_STEPS, max(1, planned_steps // 4))),
             **(plan_kwargs or {}),
         }
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)
@@ -913,9 +991,10 @@ class GDE(BaseModelClass):
         seed
             Seed for reproducible samples.
         sampler_kwargs
-            Passed to the generator's ``sample``. For ``generator="diffusion"``:
-            ``{"method": "ddim", "n_sampling_steps": 50}`` for a fast deterministic sampler
-            (default: ancestral DDPM over all training steps).
+            Passed to the generator's ``sample``. For ``generator="flow"``: the ODE solver,
+            e.g. ``{"method": "heun", "n_sampling_steps": 20}`` (default: Euler, 10 steps).
+            For ``generator="diffusion"``: ``{"method": "ddim", "n_sampling_steps": 50}`` for a
+            fast deterministic sampler (default: ancestral DDPM over all training steps).
         loadings
             For a model of a linear representation (``setup_anndata(obsm_key=...)``): key of
             ``adata.varm`` with its gene loadings (``"PCs"`` after ``sc.pp.pca``). The cells are

@@ -22,6 +22,7 @@ from .._constants import (
 )
 from ..nn import ShiftPredictor, make_encoder, make_generator
 from ..nn._blocks import block_slices, block_totals
+from ..nn._conditional_mlp import MIN_FEATURE_STD
 from ..nn._mlp import mlp
 
 
@@ -79,6 +80,10 @@ class GDEModule(BaseModuleClass):
         shift, trained after the embedding (see :class:`scgde.model.PerturbationGDE`).
     predictor_kwargs
         Passed to the shift predictor (``n_hidden``, ``n_layers``, ``dropout``).
+    input_mean, input_std
+        Continuous data only: per-feature mean and standard deviation of the training data;
+        the set encoder reads ``(x - input_mean) / input_std`` (``std`` floored at 1e-3).
+        Default: the data as they are.
     """
 
     def __init__(
@@ -101,6 +106,8 @@ class GDEModule(BaseModuleClass):
         n_proteins: int = 0,
         n_perturbation_features: int | None = None,
         predictor_kwargs: dict | None = None,
+        input_mean: np.ndarray | None = None,
+        input_std: np.ndarray | None = None,
     ):
         super().__init__()
         self.n_latent = n_latent
@@ -136,6 +143,15 @@ class GDEModule(BaseModuleClass):
         std = np.ones(shape) if library_log_std is None else np.asarray(library_log_std)
         self.register_buffer("library_log_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("library_log_std", torch.as_tensor(std, dtype=torch.float32))
+        if (input_mean is not None or input_std is not None) and self.count_data:
+            raise ValueError("`input_mean` / `input_std` standardise continuous data only.")
+        input_mean = np.zeros(n_features) if input_mean is None else np.asarray(input_mean)
+        input_std = np.ones(n_features) if input_std is None else np.asarray(input_std)
+        self.register_buffer("input_mean", torch.as_tensor(input_mean, dtype=torch.float32))
+        self.register_buffer(
+            "input_std",
+            torch.as_tensor(input_std, dtype=torch.float32).clamp(min=MIN_FEATURE_STD),
+        )
 
     # ----------------------------------------------------------------------------- helpers
     def modelled_data(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -146,9 +162,10 @@ class GDEModule(BaseModuleClass):
         return x
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the set encoder reads: counts log1p-normalised per block, or the data as is."""
+        """What the set encoder reads: counts log1p-normalised per block, or continuous data
+        standardised with the training data's statistics."""
         if not self.count_data:
-            return x
+            return (x - self.input_mean) / self.input_std
         library = block_totals(x, self.block_sizes).clamp(min=1.0)
         targets = (ENCODER_TARGET_SUM, PROTEIN_ENCODER_TARGET_SUM)
         return torch.cat(

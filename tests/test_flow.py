@@ -218,6 +218,11 @@ def test_learning_rate_warms_up_in_steps_and_is_scaled_with_the_batch_of_sets(lo
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(base * 4 / 10)
     # the CVAE's KL warm-up is in steps, capped at 1,000 whatever the epoch cap
     assert plan.n_epochs_kl_warmup is None and plan.n_steps_kl_warmup == 1_000
+    # by default the learning-rate warm-up is a tenth of the planned steps, at most 200
+    model.train(max_epochs=3, set_size=8, groups_per_batch=4, enable_progress_bar=False)
+    plan = model.trainer.lightning_module
+    planned = 3 * model.trainer.num_training_batches
+    assert plan.lr_warmup_steps == min(200, planned // 10) < 200
 
 
 class _TinyModule(torch.nn.Linear):

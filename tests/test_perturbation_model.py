@@ -45,6 +45,11 @@ def trained(data):
     return model
 
 
+def test_weight_average_is_off_by_default_for_perturbation_models(trained):
+    plan = trained.trainer.lightning_module
+    assert plan.ema_decay is None
+
+
 def test_sets_are_perturbation_context_pairs(trained, data):
     _, train, _ = data
     assert trained.group_key == ["perturbation", "context"]

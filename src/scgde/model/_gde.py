@@ -61,6 +61,8 @@ _BASE_GROUPS_PER_BATCH = 16
 _MAX_LR_SCALE = 4.0
 #: Default decay of the weight average at ``_BASE_GROUPS_PER_BATCH`` sets per step.
 _EMA_DECAY = 0.999
+#: Longest default learning-rate warm-up, in optimizer steps.
+_MAX_LR_WARMUP_STEPS = 200
 #: Longest default KL warm-up of the CVAE, in optimizer steps.
 _MAX_KL_WARMUP_STEPS = 1_000
 
@@ -676,7 +678,8 @@ class GDE(BaseModelClass):
         split_seed
             Seed of the group split and of the fixed validation sets.
         plan_kwargs
-            Passed to :class:`scgde.train.GDETrainingPlan`: ``lr_warmup_steps`` (default 200),
+            Passed to :class:`scgde.train.GDETrainingPlan`: ``lr_warmup_steps`` (default: a
+            tenth of the planned steps, at most 200),
             ``ema_decay`` (default ``0.999 ** (groups_per_batch / 16)``, the same average over
             the cells seen at any batch of sets; the trained model keeps the averaged weights),
             ``n_steps_kl_warmup`` (CVAE; default: a quarter of the planned steps, at most
@@ -726,6 +729,8 @@ class GDE(BaseModelClass):
             "ema_decay": _EMA_DECAY ** (groups_per_batch / _BASE_GROUPS_PER_BATCH),
             "n_epochs_kl_warmup": None,
             "n_steps_kl_warmup": int(min(_MAX_KL_WARMUP_STEPS, max(1, planned_steps // 4))),
+            # a short run is not spent warming up
+            "lr_warmup_steps": int(min(_MAX_LR_WARMUP_STEPS, planned_steps // 10)),
             **(plan_kwargs or {}),
         }
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)

@@ -15,6 +15,13 @@ def _stored_values(matrix) -> np.ndarray:
     return np.asarray(matrix).reshape(-1)
 
 
+def _real_numbers(values: np.ndarray) -> bool:
+    """Whether the dtype holds real numbers (not objects, strings or complex numbers)."""
+    return np.issubdtype(values.dtype, np.number) and not np.issubdtype(
+        values.dtype, np.complexfloating
+    )
+
+
 def check_values(matrix, name: str, require_counts: bool, likelihood: str) -> None:
     """Raise a clear ``ValueError`` for NaN/inf, and for negative or non-integer counts.
 
@@ -30,9 +37,7 @@ def check_values(matrix, name: str, require_counts: bool, likelihood: str) -> No
         Likelihood name, for the message.
     """
     values = _stored_values(matrix)
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
-        values.dtype, np.complexfloating
-    ):
+    if not _real_numbers(values):
         raise ValueError(f"{name} has dtype {values.dtype}; scgde needs real numbers.")
     is_float = np.issubdtype(values.dtype, np.floating)
     for start in range(0, values.size, _CHUNK):
@@ -61,9 +66,7 @@ def check_values(matrix, name: str, require_counts: bool, likelihood: str) -> No
 def looks_like_counts(matrix) -> bool:
     """Whether every stored value is a finite non-negative integer (checked in chunks)."""
     values = _stored_values(matrix)
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
-        values.dtype, np.complexfloating
-    ):
+    if not _real_numbers(values):
         return False
     for start in range(0, values.size, _CHUNK):
         chunk = values[start : start + _CHUNK]

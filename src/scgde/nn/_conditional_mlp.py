@@ -73,6 +73,15 @@ class _ResidualBlock(nn.Module):
         return h + self.mlp(self.norm(h) * (1 + scale) + shift)
 
 
+def distinct_conditions(z: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of ``[z, cov]`` and the index of each cell's row.
+
+    While sampling, the cells of a set share ``z`` and usually their covariates, so the
+    conditioning of :class:`TimeConditionedMLP` is computed once per distinct row.
+    """
+    return torch.unique(torch.cat([z, cov], dim=-1), dim=0, return_inverse=True)
+
+
 class TimeConditionedMLP(nn.Module):
     """``f(x, t, c)``: a residual MLP whose every block is scaled and shifted (FiLM) by an
     embedding of the time ``t`` in [0, 1] and of the condition ``c`` (``z`` and covariates).

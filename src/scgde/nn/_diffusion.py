@@ -17,6 +17,7 @@ from ._conditional_mlp import (
     FeatureStandardization,
     TimeConditionedMLP,
     check_continuous_likelihood,
+    distinct_conditions,
 )
 
 SCHEDULES = ("linear", "cosine")
@@ -204,8 +205,7 @@ class DiffusionGenerator(FeatureStandardization, nn.Module):
         steps = np.linspace(self.n_steps - 1, 0, n_sampling_steps).round().astype(int)
         steps = np.unique(steps)[::-1]
         x = torch.randn(z.shape[0], self.feature_mean.shape[0], device=z.device, dtype=z.dtype)
-        # cells of a set share z and usually covariates: condition once per distinct row
-        condition, index = torch.unique(torch.cat([z, cov], dim=-1), dim=0, return_inverse=True)
+        condition, index = distinct_conditions(z, cov)
         for i, t in enumerate(steps):
             a_t = float(self._alphas_cumprod64[t])
             a_prev = float(self._alphas_cumprod64[steps[i + 1]]) if i + 1 < len(steps) else 1.0

@@ -18,6 +18,7 @@ from ._conditional_mlp import (
     FeatureStandardization,
     TimeConditionedMLP,
     check_continuous_likelihood,
+    distinct_conditions,
 )
 from ._mlp import mlp
 
@@ -201,8 +202,7 @@ class FlowGenerator(FeatureStandardization, nn.Module):
             self.method if method is None else method,
             self.n_sampling_steps if n_sampling_steps is None else n_sampling_steps,
         )
-        # cells of a set share z and usually covariates: condition once per distinct row
-        condition, index = torch.unique(torch.cat([z, cov], dim=-1), dim=0, return_inverse=True)
+        condition, index = distinct_conditions(z, cov)
         loc, log_scale = self.frame(condition)
         loc, scale = loc[index], torch.exp(log_scale)[index]
         y = torch.randn_like(loc)

@@ -39,9 +39,11 @@ class GDETrainingPlan(TrainingPlan):
         **kwargs,
     ):
         super().__init__(module, **kwargs)
-        if isinstance(lr_warmup_steps, bool) or not isinstance(lr_warmup_steps, int):
-            raise ValueError(f"`lr_warmup_steps` must be an integer >= 0, got {lr_warmup_steps!r}.")
-        if lr_warmup_steps < 0:
+        if (
+            isinstance(lr_warmup_steps, bool)
+            or not isinstance(lr_warmup_steps, int)
+            or lr_warmup_steps < 0
+        ):
             raise ValueError(f"`lr_warmup_steps` must be an integer >= 0, got {lr_warmup_steps!r}.")
         if ema_decay is not None and not 0 <= ema_decay < 1:
             raise ValueError(f"`ema_decay` must be in [0, 1) or None, got {ema_decay!r}.")

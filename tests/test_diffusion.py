@@ -65,8 +65,8 @@ def test_cosine_schedule_follows_the_closed_form_and_ends_near_zero():
 def test_bad_schedule_arguments_raise():
     with pytest.raises(ValueError, match="schedule"):
         _generator(schedule="quadratic")
-    for bad in (0, -5, 2.5, True):
-        with pytest.raises(ValueError, match="n_steps"):
+    for bad, error in ((0, ValueError), (-5, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="n_steps"):
             _generator(n_steps=bad)
     with pytest.raises(ValueError, match="feature_mean"):
         _generator(feature_mean=np.zeros(3))

@@ -264,10 +264,10 @@ def test_reference_edge_cases():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"n_clones": 0}, ValueError, "n_clones must be a positive integer"),
-        ({"n_clones": 2.5}, TypeError, "n_clones must be an integer"),
-        ({"n_clones": True}, TypeError, "n_clones must be an integer"),
-        ({"cells_per_clone": 0}, ValueError, "cells_per_clone must be a positive"),
+        ({"n_clones": 0}, ValueError, "`n_clones` must be a positive integer"),
+        ({"n_clones": 2.5}, TypeError, "`n_clones` must be an integer"),
+        ({"n_clones": True}, TypeError, "`n_clones` must be an integer"),
+        ({"cells_per_clone": 0}, ValueError, "`cells_per_clone` must be a positive"),
         ({"cells_per_clone": (5, 2)}, ValueError, "low <= high"),
         ({"cells_per_clone": (0, 2)}, ValueError, r"cells_per_clone\[0\]"),
         ({"cells_per_clone": "3"}, TypeError, "cells_per_clone must be"),

@@ -80,10 +80,13 @@ def test_too_few_training_groups_raise():
 
 
 @pytest.mark.parametrize("name", ["set_size", "groups_per_batch", "max_epochs"])
-@pytest.mark.parametrize("value", [0, -3, 2.5, "8", True])
-def test_non_positive_integer_training_sizes_raise(trained, name, value):
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("8", TypeError), (True, TypeError)],
+)
+def test_non_positive_integer_training_sizes_raise(trained, name, value, error):
     model, _ = trained
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(error, match=f"`{name}` must be"):
         model.train(**{name: value})
 
 

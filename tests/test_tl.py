@@ -166,8 +166,8 @@ def test_errors_and_nothing_written_on_failure(cells):
         tl.group_distances(cells, method="energy", use_rep="X_umap")
     with pytest.raises(KeyError, match="nope"):
         tl.group_distances(cells, method="energy", group_key="nope")
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="max_cells_per_group"):
+    for bad, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="max_cells_per_group"):
             tl.group_distances(cells, method="energy", max_cells_per_group=bad)
     _assert_same(before, cells)
 

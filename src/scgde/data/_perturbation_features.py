@@ -17,6 +17,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import ENCODER_TARGET_SUM
+from .._utils import check_int
 
 #: Parts that GEARS-style names use for "no perturbation", e.g. ``"KLF1+ctrl"`` (case-sensitive:
 #: ``CTRL`` is a human gene).
@@ -341,8 +342,7 @@ def coexpression_features(
         If a target gene does not vary across the control cells (naming it), there are fewer
         than 3 control cells or 2 target genes, or the values are not finite.
     """
-    if isinstance(n_components, bool) or int(n_components) != n_components or n_components < 1:
-        raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
+    n_components = check_int(n_components, "n_components")
     if len(genes) < 2:
         raise ValueError(
             f"Co-expression features need at least 2 target genes (PCA over the targets), got "

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from .._utils import check_int
 from ._lineage import (
     _DISPERSION_CLIP,
     _DISPERSION_LOG_SD,
@@ -29,7 +30,7 @@ from ._lineage import (
     _LOG_ABUNDANCE_SD,
     _reference_stats,
 )
-from ._synthetic import Seed, _finite_real, _positive_int
+from ._synthetic import Seed, _finite_real
 
 __all__ = ["grn_perturbations"]
 
@@ -42,15 +43,6 @@ _CHUNK_ELEMENTS = 1 << 21  # rows are simulated in blocks of at most this many a
 
 
 # ------------------------------------------------------------------------------ validation
-def _nonneg_int(name: str, value: object) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
-    value = int(value)
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value}.")
-    return value
-
-
 def _nonneg_real(name: str, value: object) -> float:
     value = _finite_real(name, value)
     if value < 0:
@@ -425,14 +417,14 @@ def grn_perturbations(
     >>> adata.obs["perturbation"].cat.categories[0], adata.uns["grn"]["true_mean"].shape
     ('control', (1, 13, 100))
     """
-    n_genes = _positive_int("n_genes", n_genes)
-    n_pert = _nonneg_int("n_perturbations", n_perturbations)
-    n_cells = _positive_int("n_cells_per_perturbation", n_cells_per_perturbation)
-    n_control = _positive_int("n_control_cells", n_control_cells)
-    n_comb = _nonneg_int("n_combinations", n_combinations)
-    n_ctx = _positive_int("n_contexts", n_contexts)
+    n_genes = check_int(n_genes, "n_genes")
+    n_pert = check_int(n_perturbations, "n_perturbations", minimum=0)
+    n_cells = check_int(n_cells_per_perturbation, "n_cells_per_perturbation")
+    n_control = check_int(n_control_cells, "n_control_cells")
+    n_comb = check_int(n_combinations, "n_combinations", minimum=0)
+    n_ctx = check_int(n_contexts, "n_contexts")
     kd = _unit_interval("knockdown", knockdown, open_low=True)
-    n_layers = _positive_int("n_layers", n_layers)
+    n_layers = check_int(n_layers, "n_layers")
     if n_layers < 2:
         raise ValueError(f"n_layers must be >= 2, got {n_layers}.")
     reg_frac = _unit_interval("regulator_fraction", regulator_fraction, open_low=True)
@@ -441,7 +433,7 @@ def grn_perturbations(
     act_frac = _unit_interval("activation_fraction", activation_fraction)
     sigma = _nonneg_real("cell_noise", cell_noise)
     gamma = _nonneg_real("context_strength", context_strength)
-    n_mc = _positive_int("n_monte_carlo", n_monte_carlo)
+    n_mc = check_int(n_monte_carlo, "n_monte_carlo")
     if n_mc < 2:
         raise ValueError(f"n_monte_carlo must be >= 2, got {n_mc}.")
     if n_pert > n_genes:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ._synthetic import Seed, _finite_real, _positive_int
+from .._utils import check_int
+from ._synthetic import Seed, _finite_real
 
 __all__ = ["lineage_sets"]
 
@@ -44,7 +45,7 @@ def _nonneg_real(name: str, value: object) -> float:
 def _cells_per_clone(value: object) -> tuple[int, int]:
     """``int`` n -> ``(n, n)``; a pair ``(low, high)`` of positive integers with low <= high."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
-        n = _positive_int("cells_per_clone", value)
+        n = check_int(value, "cells_per_clone")
         return n, n
     try:
         low, high = value  # type: ignore[misc]
@@ -53,8 +54,8 @@ def _cells_per_clone(value: object) -> tuple[int, int]:
             "cells_per_clone must be a positive integer or a pair (low, high) of positive "
             f"integers, got {value!r}."
         ) from None
-    low = _positive_int("cells_per_clone[0]", low)
-    high = _positive_int("cells_per_clone[1]", high)
+    low = check_int(low, "cells_per_clone[0]")
+    high = check_int(high, "cells_per_clone[1]")
     if low > high:
         raise ValueError(f"cells_per_clone must satisfy low <= high, got {value!r}.")
     return low, high
@@ -312,10 +313,10 @@ def lineage_sets(
     >>> adata.obs["clone_time"].iloc[0]
     'c00|d2'
     """
-    n_clones = _positive_int("n_clones", n_clones)
+    n_clones = check_int(n_clones, "n_clones")
     low, high = _cells_per_clone(cells_per_clone)
     times = _time_points(time_points)
-    k = _positive_int("n_programs", n_programs)
+    k = check_int(n_programs, "n_programs")
     f = _finite_real("fate_strength", fate_strength)
     if not 0.0 <= f <= 1.0:
         raise ValueError(f"fate_strength must be in [0, 1], got {f}.")
@@ -325,14 +326,14 @@ def lineage_sets(
     lam = _nonneg_real("program_scale", program_scale)
     if reference is not None:
         ref_p, ref_phi, ref_lib, gene_names = _reference_stats(reference)
-        if n_genes is not None and _positive_int("n_genes", n_genes) != len(gene_names):
+        if n_genes is not None and check_int(n_genes, "n_genes") != len(gene_names):
             raise ValueError(
                 f"n_genes={n_genes} disagrees with reference.n_vars={len(gene_names)}; "
                 "leave n_genes=None to use the reference's genes."
             )
         n_genes = len(gene_names)
     else:
-        n_genes = 200 if n_genes is None else _positive_int("n_genes", n_genes)
+        n_genes = 200 if n_genes is None else check_int(n_genes, "n_genes")
         gene_names = [f"gene_{g}" for g in range(n_genes)]
     rng = np.random.default_rng(seed)
     n_times = times.size

@@ -35,21 +35,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import invwishart
 
+from .._utils import check_int
+
 __all__ = ["gaussian_mixture_sets", "gaussian_sets", "mixed_gaussian_sets", "poisson_sets"]
 
 Seed = int | np.integer | np.random.SeedSequence | np.random.Generator | None
 
 
 # ------------------------------------------------------------------------------ validation
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
-    value = int(value)
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value}.")
-    return value
-
-
 def _finite_real(name: str, value: object) -> float:
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
@@ -244,9 +237,9 @@ def gaussian_sets(
     >>> adata.shape, params["means"].shape, params["covs"].shape
     ((6400, 5), (100, 5), (100, 5, 5))
     """
-    n_sets = _positive_int("n_sets", n_sets)
-    n_points = _positive_int("n_points", n_points)
-    dim = _positive_int("dim", dim)
+    n_sets = check_int(n_sets, "n_sets")
+    n_points = check_int(n_points, "n_points")
+    dim = check_int(dim, "dim")
     mean_range = _interval("mean_range", mean_range)
     df = _wishart_df(df, dim)
     rng = np.random.default_rng(seed)
@@ -331,10 +324,10 @@ def gaussian_mixture_sets(
     >>> params["weights"].shape, params["means"].shape, params["covs"].shape
     ((100, 3), (100, 3, 5), (100, 3, 5, 5))
     """
-    n_sets = _positive_int("n_sets", n_sets)
-    n_points = _positive_int("n_points", n_points)
-    k = _positive_int("n_components", n_components)
-    dim = _positive_int("dim", dim)
+    n_sets = check_int(n_sets, "n_sets")
+    n_points = check_int(n_points, "n_points")
+    k = check_int(n_components, "n_components")
+    dim = check_int(dim, "dim")
     mean_range = _interval("mean_range", mean_range)
     df = _wishart_df(df, dim)
     alpha_vec = _dirichlet_alpha(alpha, k, "n_components")
@@ -453,14 +446,14 @@ def mixed_gaussian_sets(
     >>> params["sources"].shape, params["covs"].shape
     ((100, 3), (100, 3, 5, 5))
     """
-    n_sets = _positive_int("n_sets", n_sets)
-    n_points = _positive_int("n_points", n_points)
-    k = _positive_int("n_sources", n_sources)
-    n_pool = n_sets if n_pool is None else _positive_int("n_pool", n_pool)
+    n_sets = check_int(n_sets, "n_sets")
+    n_points = check_int(n_points, "n_points")
+    k = check_int(n_sources, "n_sources")
+    n_pool = n_sets if n_pool is None else check_int(n_pool, "n_pool")
     if pool_n_points is None:
         pool_n_points = n_points
-    pool_n_points = _positive_int("pool_n_points", pool_n_points)
-    dim = _positive_int("dim", dim)
+    pool_n_points = check_int(pool_n_points, "pool_n_points")
+    dim = check_int(dim, "dim")
     mean_range = _interval("mean_range", mean_range)
     df = _wishart_df(df, dim)
     alpha_vec = _dirichlet_alpha(alpha, k, "n_sources")
@@ -562,10 +555,10 @@ def poisson_sets(
     >>> adata.shape, params["rates"].shape
     ((10000, 1), (1000, 1))
     """
-    n_sets = _positive_int("n_sets", n_sets)
-    n_points = _positive_int("n_points", n_points)
+    n_sets = check_int(n_sets, "n_sets")
+    n_points = check_int(n_points, "n_points")
     rate_range = _interval("rate_range", rate_range, low_min=0.0)
-    dim = _positive_int("dim", dim)
+    dim = check_int(dim, "dim")
     rng = np.random.default_rng(seed)
 
     rates = rng.uniform(rate_range[0], rate_range[1], size=(n_sets, dim))

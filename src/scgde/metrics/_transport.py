@@ -9,14 +9,14 @@ import numpy as np
 import ot
 from scipy.special import logsumexp
 
+from .._utils import check_int
 from ._validation import _to_float_array, as_point_pair
 
 
 def _directions(d: int, n_projections: int, seed, projections) -> np.ndarray:
     """Unit directions, shape ``(n_projections, d)``."""
     if projections is None:
-        if int(n_projections) != n_projections or n_projections < 1:
-            raise ValueError(f"n_projections must be a positive integer, got {n_projections}.")
+        n_projections = check_int(n_projections, "n_projections")
         theta = np.random.default_rng(seed).standard_normal((int(n_projections), d))
     else:
         theta = _to_float_array(projections, "projections")

@@ -28,6 +28,7 @@ from .._constants import (
     X_KEY,
 )
 from .._io import write_dir_atomic
+from .._utils import check_int
 from ..data import (
     GroupDataSplitter,
     RegisteredData,
@@ -65,12 +66,6 @@ _EMA_DECAY = 0.999
 _MAX_LR_WARMUP_STEPS = 200
 #: Longest default KL warm-up of the CVAE, in optimizer steps.
 _MAX_KL_WARMUP_STEPS = 1_000
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _check_group_label_column(obs: pd.DataFrame, labels, group_label_key: str | None) -> None:
@@ -182,7 +177,7 @@ class GDE(BaseModelClass):
     ):
         super().__init__(adata)
         likelihood, generator = self._default_likelihood_and_generator(likelihood, generator)
-        n_latent = _positive_int(n_latent, "n_latent")
+        n_latent = check_int(n_latent, "n_latent")
         self._check_data(self.adata_manager, likelihood)
         labels = self._group_labels(self.adata)
         if len(labels.categories) < 2:
@@ -692,8 +687,8 @@ class GDE(BaseModelClass):
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``).
         """
-        set_size = _positive_int(set_size, "set_size")
-        groups_per_batch = _positive_int(groups_per_batch, "groups_per_batch")
+        set_size = check_int(set_size, "set_size")
+        groups_per_batch = check_int(groups_per_batch, "groups_per_batch")
         labels = self._group_labels(self.adata)
         extra = None
         if self.group_label_categories_:
@@ -711,7 +706,7 @@ class GDE(BaseModelClass):
             min_set_size=(
                 max(1, set_size // 4)
                 if min_set_size is None
-                else _positive_int(min_set_size, "min_set_size")
+                else check_int(min_set_size, "min_set_size")
             ),
         )
         if early_stopping and splitter.n_val == 0:
@@ -719,7 +714,7 @@ class GDE(BaseModelClass):
         if max_epochs is None:
             steps = sets_per_epoch(splitter.n_train, set_size, groups_per_batch)
             max_epochs = int(np.clip(round(_DEFAULT_TARGET_STEPS / steps), 20, 400))
-        max_epochs = _positive_int(max_epochs, "max_epochs")
+        max_epochs = check_int(max_epochs, "max_epochs")
         if lr is None:
             lr = _BASE_LR * min(groups_per_batch / _BASE_GROUPS_PER_BATCH, _MAX_LR_SCALE)
         planned_steps = max_epochs * splitter.n_batches_train
@@ -773,7 +768,7 @@ class GDE(BaseModelClass):
         """Embeddings of the selected groups from all their cells, streamed in chunks."""
         labels = self._group_labels(adata)
         names, cell_indices, cell_group_ids = cells_of_groups(labels, groups)
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = check_int(batch_size, "batch_size")
         module = self.module
         module.eval()
         data = self._registered(adata)
@@ -1016,7 +1011,7 @@ class GDE(BaseModelClass):
         ``"protein_layer"``): a MuData with both modalities, named as in the training data.
         """
         self._check_if_trained(warn=True)
-        n_cells = _positive_int(n_cells, "n_cells")
+        n_cells = check_int(n_cells, "n_cells")
         if groups is not None and embedding is not None:
             raise ValueError("Pass either `groups` or `embedding`, not both.")
         if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):

@@ -13,6 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import COMBINED_GROUP_SEPARATOR, ENCODER_TARGET_SUM, X_KEY
+from .._utils import check_int
 from ..data import (
     features_from_uns,
     group_labels,
@@ -582,8 +583,7 @@ class PerturbationGDE(GDE):
             knockdown = self._resolve_knockdown(True)
         if method not in _METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {_METHODS}.")
-        if n_cells < 1:
-            raise ValueError(f"`n_cells` must be a positive integer, got {n_cells!r}.")
+        n_cells = check_int(n_cells, "n_cells")
         if self.latent_shifts_ is None:
             raise RuntimeError("The shift predictor is not trained: call `model.train()`.")
         adata = self._validate_anndata(adata)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._utils import check_int
 from ._conditional_mlp import (
     FeatureStandardization,
     TimeConditionedMLP,
@@ -30,8 +31,7 @@ def beta_schedule(n_steps: int, schedule: str = "linear") -> np.ndarray:
     ``"linear"``: from 1e-4 to 0.02 (Ho et al. 2020). ``"cosine"``: Nichol & Dhariwal (2021),
     ``alpha_bar(t) = cos²((t/T + s)/(1 + s) · π/2)`` with ``s = 0.008``, betas capped at 0.999.
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-        raise ValueError(f"`n_steps` must be a positive integer, got {n_steps!r}.")
+    n_steps = check_int(n_steps, "n_steps")
     if schedule == "linear":
         return np.linspace(1e-4, 0.02, n_steps, dtype=np.float64)
     if schedule == "cosine":

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._utils import check_int
 from ._conditional_mlp import (
     FeatureStandardization,
     TimeConditionedMLP,
@@ -129,15 +130,7 @@ class FlowGenerator(FeatureStandardization, nn.Module):
     def _check_sampler(method: str, n_sampling_steps: int) -> tuple[str, int]:
         if method not in ODE_METHODS:
             raise ValueError(f"Unknown ODE method {method!r}; choose one of {ODE_METHODS}.")
-        if (
-            isinstance(n_sampling_steps, bool)
-            or not isinstance(n_sampling_steps, int | np.integer)
-            or n_sampling_steps < 1
-        ):
-            raise ValueError(
-                f"`n_sampling_steps` must be a positive integer, got {n_sampling_steps!r}."
-            )
-        return method, int(n_sampling_steps)
+        return method, check_int(n_sampling_steps, "n_sampling_steps")
 
     def frame(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and log-scale of each cell's set, in standardised units."""

@@ -12,6 +12,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 
+from .._utils import check_int
 from ..data import group_labels
 from ._expression import dense_rows, is_counts, matrix, normalize_total
 from ._figure import check_axes, check_save, finish
@@ -214,8 +215,7 @@ def _draw_expression(ax, model, adata, generated, t, genes, n_genes, group_a, gr
         _step_means(values, steps, len(t)), columns=generated.var_names.astype(str)
     )
     if genes is None:
-        if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
-            raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
+        n_genes = check_int(n_genes, "n_genes")
         change = (means.iloc[-1] - means.iloc[0]).abs()
         genes = list(change.sort_values(ascending=False, kind="stable").index[:n_genes])
     else:

@@ -11,6 +11,7 @@ from scipy import sparse
 from scipy.spatial.distance import pdist, squareform
 
 from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
+from .._utils import check_int
 from ..data import group_labels
 from ..metrics._kernel import DEFAULT_BLOCK_ELEMENTS
 
@@ -191,14 +192,6 @@ def representation(adata: AnnData, use_rep: str):
     return rep.to_numpy() if isinstance(rep, pd.DataFrame) else rep
 
 
-def _positive_int_or_none(value, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
-    return int(value)
-
-
 def subsample_groups(
     labels: pd.Categorical, max_cells: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +219,7 @@ def _energy(
     max_cells_per_group,
     seed: int,
 ) -> tuple[list[str], np.ndarray]:
-    max_cells_per_group = _positive_int_or_none(max_cells_per_group, "max_cells_per_group")
+    max_cells_per_group = check_int(max_cells_per_group, "max_cells_per_group", allow_none=True)
     if group_key is None:
         group_key = recorded_group_key(adata)
     rep = representation(adata, use_rep)

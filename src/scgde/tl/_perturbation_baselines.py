@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._utils import check_int
 from ..data import split_combination
 from ._perturbation_scores import (
     Control,
     dense_rows,
     names_list,
     pair_index,
-    positive_int,
     shifts_and_control,
 )
 
@@ -172,7 +172,7 @@ def predicted_cells(
 ) -> AnnData:
     """The predicted cells of every pair: control cells of its context plus its shift."""
     if n_cells is not None:
-        n_cells = positive_int(n_cells, "n_cells")
+        n_cells = check_int(n_cells, "n_cells")
     rng = np.random.default_rng(seed)
     dtype = control_object.matrix.dtype
     dtype = np.float32 if np.dtype(dtype).itemsize <= 4 else np.float64

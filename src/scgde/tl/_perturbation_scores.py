@@ -25,6 +25,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._utils import check_int
 from ..metrics._kernel import energy_distance
 
 # A shift vector whose standard deviation across genes is below this fraction of the expression
@@ -48,13 +49,6 @@ def check_keys(perturbation_key: str, context_key: str | None) -> None:
             )
         if context_key == perturbation_key:
             raise ValueError("`context_key` must differ from `perturbation_key`.")
-
-
-def positive_int(value, name: str, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (bools are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def obs_labels(adata: AnnData, key: str, what: str) -> np.ndarray:
@@ -466,10 +460,10 @@ def score_perturbations(
     >>> scgde.tl.summarize_scores(table)
     """
     check_keys(perturbation_key, context_key)
-    n_top_de = positive_int(n_top_de, "n_top_de", minimum=2)
-    n_comps = positive_int(n_comps, "n_comps")
+    n_top_de = check_int(n_top_de, "n_top_de", minimum=2)
+    n_comps = check_int(n_comps, "n_comps")
     if max_cells is not None:
-        max_cells = positive_int(max_cells, "max_cells")
+        max_cells = check_int(max_cells, "max_cells")
     genes = predicted.var_names
     if genes.has_duplicates:
         raise ValueError("predicted.var_names has duplicates; make them unique first.")

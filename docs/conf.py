@@ -126,6 +126,39 @@ napoleon_use_param = True
 _TORCH_MODULE_ANNOTATIONS = frozenset(torch.nn.Module.__annotations__)
 
 
+def _inherited_members() -> dict[str, list[str]]:
+    """For every public class of scgde: the members it inherits from other public classes.
+
+    The class template lists a class's own members and those of scgde's private mixins (e.g.
+    :class:`~scgde.model.GDE`'s ``train`` and ``sample``), not those inherited from torch,
+    scvi-tools or another documented scgde class, which are documented there.
+    """
+    import importlib
+    import inspect
+
+    public = {}
+    for name in ("data", "datasets", "metrics", "model", "module", "nn", "pl", "tl", "train"):
+        module = importlib.import_module(f"scgde.{name}")
+        for attr, obj in vars(module).items():
+            if not attr.startswith("_") and inspect.isclass(obj):
+                public.setdefault(obj, f"scgde.{name}.{attr}")
+
+    def documented_elsewhere(owner, cls) -> bool:
+        if not owner.__module__.startswith("scgde"):
+            return True
+        return any(base in public and owner in base.__mro__ for base in cls.__mro__[1:])
+
+    inherited = {}
+    for cls, fullname in public.items():
+        if cls.__module__.startswith("scgde"):
+            owners = {m: next(c for c in cls.__mro__ if m in vars(c)) for m in dir(cls)}
+            inherited[fullname] = [m for m, o in owners.items() if documented_elsewhere(o, cls)]
+    return inherited
+
+
+autosummary_context = {"documented_elsewhere": _inherited_members()}
+
+
 def _skip_torch_module_attributes(app, what, name, obj, skip, options):
     if name in _TORCH_MODULE_ANNOTATIONS and not callable(obj):
         return True

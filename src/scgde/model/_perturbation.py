@@ -360,14 +360,15 @@ class PerturbationGDE(GDE):
                 f"No control cells ({self.perturbation_key} == {self.control!r}) for contexts "
                 f"{missing} in the AnnData; the prediction starts from them."
             )
-        found, z, *_ = self._embed(adata, names, batch_size)
-        lookup = dict(zip(found, z, strict=True))
+        embedded = self._embed(adata, names, batch_size)
+        lookup = dict(zip(embedded.names, embedded.z, strict=True))
         return {c: lookup[n] for c, n in zip(contexts, names, strict=True)}
 
     def _latent_shifts(self, adata, batch_size: int) -> pd.DataFrame:
         """``Δz = z(perturbation, context) − z_ctrl(context)`` of every perturbed set."""
-        names, z, *_ = self._embed(adata, None, batch_size)
-        embedding = pd.DataFrame(z, index=names)
+        embedded = self._embed(adata, None, batch_size)
+        names = embedded.names
+        embedding = pd.DataFrame(embedded.z, index=names)
         pairs = self._pairs(adata).loc[names]
         controls = pairs[pairs["perturbation"] == self.control]
         z_control = {

@@ -1,0 +1,44 @@
+"""Checks of AnnData against a GDE model and its registration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..data import group_level_labels
+
+
+def check_group_label_column(obs: pd.DataFrame, labels, group_label_key: str | None) -> None:
+    """Clear errors for a bad ``group_label_key`` at set-up rather than at training."""
+    if group_label_key is None:
+        return
+    if group_label_key not in obs.columns:
+        raise KeyError(
+            f"`group_label_key` {group_label_key!r} is not a column of adata.obs; available: "
+            f"{list(obs.columns)}."
+        )
+    group_level_labels(labels, obs[group_label_key], label_key=group_label_key)
+
+
+def check_feature_names(adata, modalities: dict, genes, proteins, whose: str = "model") -> None:
+    """``ValueError`` when the genes (or proteins) of ``adata`` differ from the model's."""
+    rna, protein = modalities.get("rna_layer"), modalities.get("protein_layer")
+    checks = [
+        ("var names", adata.mod[rna].var_names if rna is not None else adata.var_names, genes)
+    ]
+    if protein is not None:
+        if protein not in adata.mod:
+            raise KeyError(f"The MuData has no protein modality {protein!r}: {list(adata.mod)}.")
+        checks.append(("protein names", adata.mod[protein].var_names, proteins))
+    for what, new, expected in checks:
+        if not np.array_equal(np.asarray(new), np.asarray(expected)):
+            raise ValueError(
+                f"The data's {len(new)} {what} do not match the {whose}'s {len(expected)}. "
+                "Subset and order it like the training data, e.g. "
+                "`adata = adata[:, model.var_names].copy()`."
+            )
+
+
+def distinct_strings(column: pd.Series) -> set[str]:
+    """The distinct values of an obs column as strings, without a string per cell."""
+    return {str(value) for value in pd.unique(column)}

@@ -1,0 +1,191 @@
+"""Distribution embeddings of groups, streamed over all their cells."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
+from .._utils import check_int
+from ..data import RegisteredData, cells_of_groups
+from ..data._groups import as_key_list
+
+
+class EmbeddedGroups(NamedTuple):
+    """Groups embedded from all their cells (:meth:`EmbeddingMixin._embed`)."""
+
+    #: Names of the embedded groups, in the order of the rows of ``z``.
+    names: list[str]
+    #: ``(n_groups, n_latent)`` embeddings.
+    z: np.ndarray
+    #: Group of every cell of the AnnData.
+    labels: pd.Categorical
+    #: Rows of the AnnData of the cells of the embedded groups.
+    cell_indices: np.ndarray
+    #: Row of ``z`` of each of those cells.
+    cell_group_ids: np.ndarray
+
+
+class EmbeddingMixin:
+    """Embedding methods of :class:`~scgde.model.GDE`."""
+
+    def _registered(self, adata) -> RegisteredData:
+        return RegisteredData(self.get_anndata_manager(adata, required=True))
+
+    def _chunks(
+        self,
+        data: RegisteredData,
+        cell_indices: np.ndarray,
+        cell_group_ids: np.ndarray,
+        batch_size: int,
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        device = self.device
+        for start in range(0, len(cell_indices), batch_size):
+            tensors = data.rows(cell_indices[start : start + batch_size])
+            ids = torch.as_tensor(cell_group_ids[start : start + batch_size], device=device)
+            yield {k: v.to(device) for k, v in tensors.items()}, ids
+
+    def _embed(self, adata, groups, batch_size: int) -> EmbeddedGroups:
+        """Embeddings of the selected groups from all their cells, streamed in chunks."""
+        labels = self._group_labels(adata)
+        names, cell_indices, cell_group_ids = cells_of_groups(labels, groups)
+        batch_size = check_int(batch_size, "batch_size")
+        module = self.module
+        module.eval()
+        data = self._registered(adata)
+
+        def chunks():
+            for tensors, ids in self._chunks(data, cell_indices, cell_group_ids, batch_size):
+                yield module.encoder_input(module.modelled_data(tensors)), ids
+
+        z = module.encoder.encode_streaming(chunks, len(names)).cpu().numpy()
+        return EmbeddedGroups(names, z, labels, cell_indices, cell_group_ids)
+
+    def get_distribution_embedding(
+        self,
+        adata: AnnData | None = None,
+        groups: Sequence[str] | None = None,
+        key_added: str | None = DEFAULT_KEY_ADDED,
+        batch_size: int = 4096,
+    ) -> pd.DataFrame:
+        """Embed every group from **all** its cells.
+
+        The encoder pools by means, so the cells are streamed in chunks of ``batch_size``
+        (memory does not grow with group size) and the result equals encoding each group at
+        once. New groups (not seen in training) are embedded like any other.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features; default: the training data.
+        groups
+            Groups to embed; default: all groups with cells.
+        key_added
+            Where to write the result: ``adata.uns[key_added]`` (the table),
+            ``adata.obsm[key_added]`` (each cell gets its group's embedding; NaN for cells of
+            groups not embedded) and the settings in ``adata.uns["gde"]``. ``None`` writes
+            nothing.
+        batch_size
+            Cells per chunk.
+
+        Returns
+        -------
+        DataFrame of groups × ``n_latent``.
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        names, z, _, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
+        columns = [f"gde_{i}" for i in range(z.shape[1])]
+        table = pd.DataFrame(z, index=pd.Index(names, name="group"), columns=columns)
+        if key_added is not None:
+            per_cell = np.full((adata.n_obs, z.shape[1]), np.nan, dtype=np.float32)
+            per_cell[cell_indices] = z[cell_group_ids]
+            settings = {
+                "key_added": key_added,
+                "group_key": self.group_key,
+                "n_groups": len(names),
+                "n_latent": int(z.shape[1]),
+                "encoder": self.encoder_name_,
+                "generator": self.generator_name_,
+                "likelihood": self.module.likelihood,
+            }
+            # all results are computed: write them together so a failure writes nothing
+            adata.uns[key_added] = table
+            adata.obsm[key_added] = per_cell
+            adata.uns[UNS_SETTINGS_KEY] = settings
+        return table
+
+    def get_group_adata(
+        self,
+        adata: AnnData | None = None,
+        groups: Sequence[str] | None = None,
+        batch_size: int = 4096,
+    ) -> AnnData:
+        """An AnnData with one observation per group and the embedding as ``X``.
+
+        ``obs`` carries ``n_cells`` and every obs column of ``adata`` that is constant within
+        every group (e.g. disease, donor), ready for ``sc.pp.neighbors(use_rep="X")``,
+        ``sc.tl.umap`` and ``sc.pl.umap(color=...)``. ``adata`` is not modified.
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        names, z, _, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
+        obs = adata.obs.iloc[cell_indices]
+        grouped = obs.groupby(cell_group_ids, observed=True, sort=True)
+        keys = set(as_key_list(self.group_key))
+        constant = [
+            c
+            for c in obs.columns
+            if not c.startswith("_scvi")
+            and (c in keys or (grouped[c].nunique(dropna=False) <= 1).all())
+        ]
+        group_obs = grouped[constant].first() if constant else pd.DataFrame(index=range(len(names)))
+        for column in constant:
+            if isinstance(obs[column].dtype, pd.CategoricalDtype):
+                group_obs[column] = pd.Categorical(
+                    group_obs[column], categories=obs[column].cat.categories
+                ).remove_unused_categories()
+        group_obs["n_cells"] = np.bincount(cell_group_ids, minlength=len(names))
+        group_obs.index = pd.Index(names, name=None)
+        return AnnData(
+            X=z.astype(np.float32),
+            obs=group_obs,
+            var=pd.DataFrame(index=[f"gde_{i}" for i in range(z.shape[1])]),
+            uns={UNS_SETTINGS_KEY: {"group_key": self.group_key}},
+        )
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int = 4096,
+    ) -> np.ndarray:
+        """Per-cell latent ``u`` (posterior mean of the CVAE), scvi-tools style.
+
+        Each cell's distribution embedding is computed from all cells of its group.
+
+        Returns
+        -------
+        ``(n_cells, n_latent_cell)`` array, rows in the order of ``indices`` (default: all).
+        """
+        self._check_if_trained(warn=True)
+        if not hasattr(self.module.generator, "cell_latent"):
+            raise NotImplementedError("This generator has no per-cell latent representation.")
+        adata = self._validate_anndata(adata)
+        embedded = self._embed(adata, None, batch_size)
+        group_of_cell = np.empty(adata.n_obs, dtype=np.int64)
+        group_of_cell[embedded.cell_indices] = embedded.cell_group_ids
+        wanted = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        z_t = torch.as_tensor(embedded.z, device=self.device)
+        out = []
+        data = self._registered(adata)
+        for tensors, ids in self._chunks(data, wanted, group_of_cell[wanted], batch_size):
+            x_in = self.module.encoder_input(self.module.modelled_data(tensors))
+            out.append(self.module.generator.cell_latent(x_in, z_t[ids]).cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, self.module.generator.n_latent_cell))

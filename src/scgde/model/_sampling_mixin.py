@@ -1,0 +1,193 @@
+"""Generation of cells from groups or embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+
+from .._constants import BATCH_KEY
+from .._utils import check_int
+from ..nn._blocks import block_totals
+from ._gene_space import representation_to_genes
+
+
+class SamplingMixin:
+    """``sample`` of :class:`~scgde.model.GDE`."""
+
+    def sample(
+        self,
+        groups: Sequence[str] | None = None,
+        embedding: pd.DataFrame | np.ndarray | None = None,
+        n_cells: int = 100,
+        adata: AnnData | None = None,
+        batch: str | None = None,
+        seed: int | None = None,
+        batch_size: int = 4096,
+        sampler_kwargs: dict | None = None,
+        loadings: str | None = None,
+    ) -> AnnData:
+        """Generate cells from groups or from arbitrary embeddings.
+
+        Parameters
+        ----------
+        groups
+            Groups of ``adata`` to generate from (their embeddings are computed from all their
+            cells). Default when ``embedding`` is also ``None``: every group.
+        embedding
+            Embeddings to generate from instead, e.g. an interpolation between two groups:
+            a groups × ``n_latent`` DataFrame (its index names the outputs) or array.
+        n_cells
+            Cells generated per group or embedding.
+        adata
+            Reference AnnData; default: the training data.
+        batch
+            Batch category to generate in. Default: each generated cell copies the batch,
+            covariates and library size of a random cell of its group (of ``adata`` when
+            generating from ``embedding``).
+        seed
+            Seed for reproducible samples.
+        sampler_kwargs
+            Passed to the generator's ``sample``. For ``generator="flow"``: the ODE solver,
+            e.g. ``{"method": "heun", "n_sampling_steps": 20}`` (default: Euler, 10 steps).
+            For ``generator="diffusion"``: ``{"method": "ddim", "n_sampling_steps": 50}`` for a
+            fast deterministic sampler (default: ancestral DDPM over all training steps).
+        loadings
+            For a model of a linear representation (``setup_anndata(obsm_key=...)``): key of
+            ``adata.varm`` with its gene loadings (``"PCs"`` after ``sc.pp.pca``). The cells are
+            then returned in gene space, ``X = rep @ varm[loadings].T + mean(adata.X)``, with
+            the representation kept in ``obsm[obsm_key]``.
+
+        Returns
+        -------
+        AnnData of generated cells (raw counts, CSR, for count likelihoods; the representation,
+        or genes with ``loadings``) with the source group or embedding name in
+        ``obs["group"]``. For a model of RNA and proteins (:meth:`setup_mudata` with a
+        ``"protein_layer"``): a MuData with both modalities, named as in the training data.
+        """
+        self._check_if_trained(warn=True)
+        n_cells = check_int(n_cells, "n_cells")
+        if groups is not None and embedding is not None:
+            raise ValueError("Pass either `groups` or `embedding`, not both.")
+        if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
+            raise ValueError(f"`sampler_kwargs` must be a dict, got {type(sampler_kwargs)}.")
+        obsm_key = self.adata_manager.registry["setup_args"].get("obsm_key")
+        if loadings is not None and obsm_key is None:
+            raise ValueError(
+                "`loadings` maps a representation back to genes, but this model was set up on "
+                "genes (no `obsm_key`): its samples are already in gene space."
+            )
+        adata = self._validate_anndata(adata)
+        if embedding is None:
+            embedded = self._embed(adata, groups, batch_size)
+            names, z = embedded.names, embedded.z
+            donors = [
+                embedded.cell_indices[embedded.cell_group_ids == g] for g in range(len(names))
+            ]
+        else:
+            names, z = self._embedding_input(embedding)
+            donors = [np.arange(adata.n_obs)] * len(names)
+        x = self._generate(
+            adata, z, donors, n_cells, batch, seed, sampler_kwargs, embedding is None
+        )
+        obs = pd.DataFrame(
+            {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},
+            index=[f"gen_{i}" for i in range(x.shape[0])],
+        )
+        if self.module.n_proteins:
+            return self._generated_mudata(x, obs)
+        var = pd.DataFrame(index=self.var_names.astype(str))
+        if loadings is not None:
+            genes = representation_to_genes(x, adata, loadings)
+            return AnnData(
+                X=genes, obs=obs, var=pd.DataFrame(index=adata.var_names), obsm={obsm_key: x}
+            )
+        return AnnData(X=sparse.csr_matrix(x) if self.module.count_data else x, obs=obs, var=var)
+
+    @torch.inference_mode()
+    def _generate(
+        self,
+        adata,
+        z: np.ndarray,
+        donors: Sequence[np.ndarray],
+        n_cells: int,
+        batch: str | None,
+        seed: int | None,
+        sampler_kwargs: dict | None,
+        copy_library: bool,
+    ) -> np.ndarray:
+        """``n_cells`` cells per row of ``z``; each copies the covariates of a random cell of
+        ``donors[row]`` (and its library size if ``copy_library``, else a log-normal draw)."""
+        self.module.eval()
+        rng = np.random.default_rng(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+        reference = self._registered(adata)
+        if batch is not None:
+            mapping = list(self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping)
+            if str(batch) not in [str(m) for m in mapping]:
+                raise ValueError(f"Unknown batch {batch!r}; known batches: {mapping}.")
+            batch_code = [str(m) for m in mapping].index(str(batch))
+        chunks = []
+        for g in range(len(z)):
+            cells = rng.choice(donors[g], n_cells, replace=True)
+            tensors = {k: v.to(self.device) for k, v in reference.rows(cells).items()}
+            if batch is not None:
+                tensors[BATCH_KEY] = torch.full_like(tensors[BATCH_KEY], batch_code)
+            library = self._library_for(tensors, copy_library) if self.module.count_data else None
+            z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
+                n_cells, -1
+            )
+            generated = self.module.sample_cells(z_rows, tensors, library, sampler_kwargs)
+            chunks.append(generated.cpu().numpy())
+        return np.concatenate(chunks).astype(np.float32)
+
+    def _generated_mudata(self, x: np.ndarray, obs: pd.DataFrame):
+        """Generated RNA and protein counts as a MuData with the model's modality names."""
+        from mudata import MuData
+
+        n_genes = len(self.var_names)
+        names = self._modalities
+        mods = {
+            names["rna_layer"]: AnnData(
+                X=sparse.csr_matrix(x[:, :n_genes]),
+                obs=obs.copy(),
+                var=pd.DataFrame(index=self.var_names.astype(str)),
+            ),
+            names["protein_layer"]: AnnData(
+                X=sparse.csr_matrix(x[:, n_genes:]),
+                obs=obs.copy(),
+                var=pd.DataFrame(index=self.protein_names.astype(str)),
+            ),
+        }
+        mdata = MuData(mods)
+        mdata.obs["group"] = obs["group"]
+        return mdata
+
+    def _library_for(self, tensors: dict[str, torch.Tensor], from_group: bool) -> torch.Tensor:
+        """``(n_cells, n_blocks)`` library sizes per modality: the copied cells' own, or
+        log-normal draws for their batch."""
+        if from_group:
+            data = self.module.modelled_data(tensors)
+            return block_totals(data, self.module.block_sizes).clamp(min=1.0)
+        batch = tensors[BATCH_KEY].long().view(-1)
+        mean = self.module.library_log_mean[batch]
+        std = self.module.library_log_std[batch]
+        return torch.exp(mean + std * torch.randn_like(mean))
+
+    def _embedding_input(self, embedding) -> tuple[list[str], np.ndarray]:
+        if isinstance(embedding, pd.DataFrame):
+            names, z = [str(i) for i in embedding.index], embedding.to_numpy(dtype=np.float32)
+        else:
+            z = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
+            names = [f"embedding_{i}" for i in range(z.shape[0])]
+        if z.shape[1] != self.module.n_latent or not np.isfinite(z).all():
+            raise ValueError(
+                f"`embedding` must be finite with {self.module.n_latent} columns, "
+                f"got shape {z.shape}."
+            )
+        return names, z

@@ -255,8 +255,28 @@ def test_default_features_coexpression_for_genes():
     adata.obs.loc[adata.obs["perturbation"] == "A+D", "perturbation"] = "B+ctrl"
     features, kind = default_perturbation_features(adata, "perturbation", "ctrl", n_components=2)
     assert kind == "coexpression"
-    expected = coexpression_features(adata, ["A", "B", "D"], control_mask(adata), n_components=2)
+    # every gene that varies in the controls gets a row (unseen targets can be described);
+    # Z is never expressed and gets none
+    varying = [g for g in GENES if g != "Z"]
+    expected = coexpression_features(adata, varying, control_mask(adata), n_components=2)
     pd.testing.assert_frame_equal(features, expected)
+    assert {"A", "B", "D"} <= set(features.index) and "Z" not in features.index
+    # one perturbed gene is enough: its features come from all the varying genes
+    adata.obs["single"] = np.where(control_mask(adata), "ctrl", "A")
+    single, kind = default_perturbation_features(adata, "single", "ctrl", n_components=2)
+    assert kind == "coexpression"
+    pd.testing.assert_frame_equal(single, expected)
+
+
+def test_default_features_read_the_layer():
+    adata = simulate()
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = np.zeros_like(adata.X)  # nothing varies in X: the layer must be read
+    features, kind = default_perturbation_features(
+        adata, "perturbation", "ctrl", n_components=2, layer="counts"
+    )
+    assert kind == "coexpression"
+    assert "A" in features.index and "Z" not in features.index
 
 
 def test_default_features_one_hot_otherwise():
@@ -265,11 +285,6 @@ def test_default_features_one_hot_otherwise():
     features, kind = default_perturbation_features(adata, "perturbation", "ctrl")
     assert kind == "one_hot"
     pd.testing.assert_frame_equal(features, one_hot_features(["A", "D", "drugX"]))
-    # A single perturbed gene has no co-expression PCA (rank 0): identity features.
-    adata.obs["single"] = np.where(control_mask(adata), "ctrl", "A")
-    features, kind = default_perturbation_features(adata, "single", "ctrl")
-    assert kind == "one_hot"
-    assert list(features.index) == ["A"]
 
 
 def test_default_features_errors():

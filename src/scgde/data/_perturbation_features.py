@@ -403,6 +403,10 @@ def default_perturbation_features(
 ) -> tuple[pd.DataFrame, str]:
     """Co-expression features when every perturbed part is a measured gene, else one-hot.
 
+    The one rule of :class:`~scgde.model.PerturbationGDE`'s default features. Co-expression
+    features are computed for every gene that varies across the control cells, so that any
+    of them, seen perturbed or not, can be described.
+
     Parameters
     ----------
     adata
@@ -421,9 +425,9 @@ def default_perturbation_features(
     features
         One row per part of the non-control perturbations.
     kind
-        ``"coexpression"`` (:func:`coexpression_features` over the control cells) when every
-        part is in ``adata.var_names`` and there are at least 2 parts, else ``"one_hot"``
-        (:func:`one_hot_features`).
+        ``"coexpression"`` (:func:`coexpression_features` of the genes that vary across the
+        control cells) when every part is in ``adata.var_names`` and at least 2 genes vary,
+        else ``"one_hot"`` (:func:`one_hot_features` of the parts).
 
     Raises
     ------
@@ -458,13 +462,27 @@ def default_perturbation_features(
             "perturbations to describe."
         )
     var_names = set(adata.var_names.astype(str))
-    if len(parts) >= 2 and all(p in var_names for p in parts):
-        features = coexpression_features(
-            adata, parts, control_mask, n_components=n_components, layer=layer,
-            max_cells=max_cells, seed=seed,
-        )  # fmt: skip
-        return features, "coexpression"
+    if all(p in var_names for p in parts):
+        genes = genes_varying_in(adata, control_mask, layer)
+        if len(genes) >= 2:
+            features = coexpression_features(
+                adata, genes, control_mask, n_components=n_components, layer=layer,
+                max_cells=max_cells, seed=seed,
+            )  # fmt: skip
+            return features, "coexpression"
     return one_hot_features(parts), "one_hot"
+
+
+def genes_varying_in(adata: AnnData, rows: np.ndarray, layer: str | None = None) -> list[str]:
+    """Names of the genes whose values vary across the selected cells (``rows``: a mask)."""
+    x = adata.X if layer is None else adata.layers[layer]
+    x = x[np.flatnonzero(rows)]
+    if sparse.issparse(x):
+        mean = np.asarray(x.mean(0)).ravel()
+        variance = np.asarray(x.multiply(x).mean(0)).ravel() - mean**2
+    else:
+        variance = np.asarray(x).var(0)
+    return [str(g) for g in adata.var_names[variance > 1e-12]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,10 +11,15 @@ target's expected expression is multiplied by ``f`` and its dispersion kept.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from .._constants import X_KEY
+from ..data import perturbation_parts
+from ..data._perturbation_features import _control_parts, split_combination
 
 #: Smallest knock-down factor estimated or applied (a knock-out to 0.1% of control).
 MIN_FACTOR = 1e-3
@@ -102,3 +107,100 @@ def thin_targets(
             counts = np.rint(out[:, column]).astype(np.int64)
             out[:, column] = rng.binomial(counts, keep)
     return out
+
+
+class KnockdownMixin:
+    """Knock-down of the targets in the cells a :class:`~scgde.model.PerturbationGDE` predicts."""
+
+    def _resolve_knockdown(self, request: bool | None) -> bool:
+        if request is not None and not isinstance(request, bool | np.bool_):
+            raise TypeError(f"`target_knockdown` must be True, False or None, got {request!r}.")
+        if request is False:
+            return False
+        parts = perturbation_parts(
+            self.adata.obs[self.perturbation_key].astype(str).unique(),
+            self.control,
+            self.separator,
+        )
+        not_genes = [p for p in parts if p not in self._gene_columns]
+        problem = None
+        if self._setup_args.get("obsm_key") or not self.module.count_data:
+            problem = "it needs count data in gene space (not `obsm_key` or a Gaussian likelihood)"
+        elif not_genes:
+            problem = (
+                f"the perturbation parts {not_genes[:5]}{' ...' if len(not_genes) > 5 else ''} "
+                "are not genes of adata.var_names"
+            )
+        if problem is not None and request:
+            raise ValueError(f"`target_knockdown=True` cannot be used: {problem}.")
+        return problem is None
+
+    @cached_property
+    def _gene_columns(self) -> dict[str, int]:
+        """Column of each gene of the model, by name."""
+        return {str(g): i for i, g in enumerate(self.var_names)}
+
+    def _gene_parts(self, perturbation: str) -> list[str]:
+        """The parts of ``perturbation`` that are genes of the model (none for the control)."""
+        if perturbation == self.control:
+            return []
+        parts = split_combination(
+            perturbation, self.separator, control_parts=_control_parts(self.control)
+        )
+        return [p for p in parts if p in self._gene_columns]
+
+    def _estimate_knockdown(self) -> None:
+        """Knock-down factor of each single training target and their median."""
+        pairs = self._pairs(self.adata)
+        labels = self._group_labels(self.adata)
+        by_code = pd.Series(np.arange(len(labels))).groupby(np.asarray(labels.codes)).indices
+        code = {str(c): i for i, c in enumerate(labels.categories)}
+        rows = {name: by_code[code[name]] for name in pairs.index}
+        controls = {
+            row.context: name for name, row in pairs.iterrows() if row.perturbation == self.control
+        }
+        perturbed = pairs[
+            (pairs["perturbation"] != self.control) & pairs["context"].isin(list(controls))
+        ].copy()
+        perturbed["target"] = [
+            parts[0] if len(parts) == 1 else None
+            for parts in map(self._gene_parts, perturbed["perturbation"])
+        ]
+        x = self.adata_manager.get_from_registry(X_KEY)
+        factors = knockdown_factors(x, self._gene_columns, perturbed, rows, controls)
+        if factors.empty:
+            raise ValueError(
+                "`target_knockdown` needs single-gene perturbations whose target is detected in "
+                "the control cells; there are none. Pass `target_knockdown=False`."
+            )
+        self.knockdown_factors_ = factors
+        self.knockdown_factor_ = float(np.exp(np.median(np.log(factors.to_numpy()))))
+
+    def _knock_down_targets(self, x, x_control, perturbations, n_cells, seed) -> pd.DataFrame:
+        """Thin the target genes of each pair's cells in ``x`` (in place) to their knock-down
+        factor; returns the factor used for each (perturbation, target)."""
+        if self.knockdown_factors_ is None:
+            self._estimate_knockdown()
+        records = []
+        rng = np.random.default_rng(None if seed is None else [seed, 1])
+        for i, perturbation in enumerate(perturbations):
+            targets = self._gene_parts(perturbation)
+            if not targets:
+                continue
+            factors = [
+                float(self.knockdown_factors_.get(t, self.knockdown_factor_)) for t in targets
+            ]
+            rows = slice(i * n_cells, (i + 1) * n_cells)
+            x[rows] = thin_targets(
+                x[rows], x_control[rows], [self._gene_columns[t] for t in targets], factors, rng
+            )
+            records += [
+                {
+                    "perturbation": perturbation,
+                    "target": t,
+                    "factor": f,
+                    "seen": t in self.knockdown_factors_.index,
+                }
+                for t, f in zip(targets, factors, strict=True)
+            ]
+        return pd.DataFrame(records)

@@ -2,45 +2,28 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scipy import sparse
 
-from .._constants import COMBINED_GROUP_SEPARATOR, ENCODER_TARGET_SUM, X_KEY
-from .._utils import check_int
+from .._constants import COMBINED_GROUP_SEPARATOR
 from ..data import (
+    default_perturbation_features,
     features_from_uns,
     group_labels,
     one_hot_features,
     perturbation_feature_matrix,
     perturbation_parts,
 )
-from ..data._perturbation_features import _control_parts, coexpression_features, split_combination
-from ..tl._perturbation_scores import pair_index
 from ._gde import GDE
-from ._knockdown import knockdown_factors, thin_targets
-
-logger = logging.getLogger(__name__)
-
-#: Default key of ``adata.uns`` for the perturbation embeddings (mean shift in ``z``).
-PERTURBATION_KEY_ADDED = "X_gde_perturbation"
-_METHODS = ("predictor", "latent_arithmetic")
+from ._knockdown import KnockdownMixin
+from ._perturbation_prediction import PredictionMixin
 
 
-def _log_normalized(x) -> np.ndarray:
-    """log1p of counts per 10k, dense, for pseudobulk shifts of count data."""
-    x = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
-    total = np.maximum(x.sum(1, keepdims=True), 1.0)
-    return np.log1p(x / total * ENCODER_TARGET_SUM)
-
-
-class PerturbationGDE(GDE):
+class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
     """GDE of perturbation experiments that predicts the cells of unseen perturbations.
 
     Every (perturbation, context) pair is a set, and each context (cell type, cell line, donor)
@@ -237,96 +220,21 @@ class PerturbationGDE(GDE):
             raise TypeError(
                 f"`features` must be a DataFrame, a key of adata.uns or None, got {type(features)}."
             )
-        obs = self.adata.obs
-        parts = perturbation_parts(
-            obs[self.perturbation_key].astype(str).unique(), self.control, self.separator
-        )
-        gene_space = not self._setup_args.get("obsm_key")
-        if gene_space and set(parts) <= set(map(str, self.adata.var_names)):
-            control = (obs[self.perturbation_key].astype(str) == self.control).to_numpy()
-            genes = self._genes_varying_in(control)
-            table = coexpression_features(
-                self.adata,
-                genes,
-                control,
-                n_components=n_components,
-                layer=self._setup_args.get("layer"),
+        if self._setup_args.get("obsm_key"):  # a representation: no genes to describe
+            parts = perturbation_parts(
+                self.adata.obs[self.perturbation_key].astype(str).unique(),
+                self.control,
+                self.separator,
             )
-            return table, "coexpression"
-        return one_hot_features(parts), "one_hot"
-
-    def _resolve_knockdown(self, request: bool | None) -> bool:
-        if request is not None and not isinstance(request, bool | np.bool_):
-            raise TypeError(f"`target_knockdown` must be True, False or None, got {request!r}.")
-        if request is False:
-            return False
-        parts = perturbation_parts(
-            self.adata.obs[self.perturbation_key].astype(str).unique(),
+            return one_hot_features(parts), "one_hot"
+        return default_perturbation_features(
+            self.adata,
+            self.perturbation_key,
             self.control,
             self.separator,
+            n_components=n_components,
+            layer=self._setup_args.get("layer"),
         )
-        not_genes = [p for p in parts if p not in self._gene_columns]
-        problem = None
-        if self._setup_args.get("obsm_key") or not self.module.count_data:
-            problem = "it needs count data in gene space (not `obsm_key` or a Gaussian likelihood)"
-        elif not_genes:
-            problem = (
-                f"the perturbation parts {not_genes[:5]}{' ...' if len(not_genes) > 5 else ''} "
-                "are not genes of adata.var_names"
-            )
-        if problem is not None and request:
-            raise ValueError(f"`target_knockdown=True` cannot be used: {problem}.")
-        return problem is None
-
-    @cached_property
-    def _gene_columns(self) -> dict[str, int]:
-        """Column of each gene of the model, by name."""
-        return {str(g): i for i, g in enumerate(self.var_names)}
-
-    def _gene_parts(self, perturbation: str) -> list[str]:
-        """The parts of ``perturbation`` that are genes of the model (none for the control)."""
-        if perturbation == self.control:
-            return []
-        parts = split_combination(
-            perturbation, self.separator, control_parts=_control_parts(self.control)
-        )
-        return [p for p in parts if p in self._gene_columns]
-
-    def _estimate_knockdown(self) -> None:
-        """Knock-down factor of each single training target and their median."""
-        pairs = self._pairs(self.adata)
-        labels = self._group_labels(self.adata)
-        by_code = pd.Series(np.arange(len(labels))).groupby(np.asarray(labels.codes)).indices
-        code = {str(c): i for i, c in enumerate(labels.categories)}
-        rows = {name: by_code[code[name]] for name in pairs.index}
-        controls = {
-            row.context: name for name, row in pairs.iterrows() if row.perturbation == self.control
-        }
-        perturbed = pairs[
-            (pairs["perturbation"] != self.control) & pairs["context"].isin(list(controls))
-        ].copy()
-        perturbed["target"] = [
-            parts[0] if len(parts) == 1 else None
-            for parts in map(self._gene_parts, perturbed["perturbation"])
-        ]
-        x = self.adata_manager.get_from_registry(X_KEY)
-        factors = knockdown_factors(x, self._gene_columns, perturbed, rows, controls)
-        if factors.empty:
-            raise ValueError(
-                "`target_knockdown` needs single-gene perturbations whose target is detected in "
-                "the control cells; there are none. Pass `target_knockdown=False`."
-            )
-        self.knockdown_factors_ = factors
-        self.knockdown_factor_ = float(np.exp(np.median(np.log(factors.to_numpy()))))
-
-    def _genes_varying_in(self, rows: np.ndarray) -> list[str]:
-        x = self.adata_manager.get_from_registry(X_KEY)[np.flatnonzero(rows)]
-        if sparse.issparse(x):
-            mean = np.asarray(x.mean(0)).ravel()
-            variance = np.asarray(x.multiply(x).mean(0)).ravel() - mean**2
-        else:
-            variance = np.asarray(x).var(0)
-        return [str(g) for g in self.adata.var_names[variance > 1e-12]]
 
     # ----------------------------------------------------------------------- pairs
     def _pairs(self, adata) -> pd.DataFrame:
@@ -499,245 +407,6 @@ class PerturbationGDE(GDE):
             records.append({"train_mse": float(loss.detach()), "validation_mse": val})
         predictor.eval()
         return pd.DataFrame(records, index=pd.RangeIndex(1, n_epochs + 1, name="epoch"))
-
-    # ----------------------------------------------------------------------- outputs
-    def get_perturbation_embedding(
-        self,
-        adata: AnnData | None = None,
-        key_added: str | None = PERTURBATION_KEY_ADDED,
-        batch_size: int = 4096,
-    ) -> pd.DataFrame:
-        """Embedding of each perturbation: its mean shift ``z − z_ctrl`` over its contexts.
-
-        Written to ``adata.uns[key_added]`` (``None`` writes nothing); the embeddings of the
-        sets themselves come from :meth:`get_distribution_embedding`.
-        """
-        self._check_if_trained(warn=True)
-        adata = self._validate_anndata(adata)
-        shifts = self._latent_shifts(adata, batch_size)
-        table = shifts.drop(columns="context").groupby("perturbation", sort=True).mean()
-        table.columns = [f"gde_{i}" for i in range(table.shape[1])]
-        table.index.name = "perturbation"
-        if key_added is not None:
-            adata.uns[key_added] = table
-        return table
-
-    @torch.inference_mode()
-    def predict(
-        self,
-        perturbations: str | Sequence[str],
-        contexts: str | Sequence[str] | None = None,
-        n_cells: int = 500,
-        adata: AnnData | None = None,
-        method: str = "predictor",
-        seed: int | None = 0,
-        batch_size: int = 4096,
-        sampler_kwargs: dict | None = None,
-        target_knockdown: bool | None = None,
-    ) -> AnnData:
-        """Predict the cells of perturbations in contexts, from the contexts' control cells.
-
-        Parameters
-        ----------
-        perturbations
-            Perturbations to predict (seen or not; combinations ``"A+B"``).
-        contexts
-            ``None``: every context with control cells in ``adata`` for each perturbation; one
-            context for all; or a list of the same length as ``perturbations`` (pairs).
-        n_cells
-            Cells generated per (perturbation, context).
-        adata
-            AnnData with the control cells of the contexts; default: the training data.
-        method
-            ``"predictor"``: ``z_ctrl + Δz`` from the shift predictor (works for unseen
-            perturbations); ``"latent_arithmetic"``: ``z_ctrl`` plus the perturbation's mean
-            shift over the training contexts where it was observed (the scGen approach; only
-            for perturbations seen in other contexts).
-        seed
-            Seed of the generated cells.
-        batch_size
-            Cells per chunk when embedding the controls.
-        sampler_kwargs
-            Passed to the generator's sampler (see :meth:`scgde.model.GDE.sample`).
-        target_knockdown
-            Knock the target genes down in the predicted cells (see the class parameter);
-            ``None``: the model's setting (``target_knockdown_``).
-
-        Returns
-        -------
-        AnnData of predicted cells (raw counts for count likelihoods) with
-        ``obs[perturbation_key]`` and ``obs[context_key]``; each cell copies the covariates and
-        library size of a random control cell of its context. ``uns["predicted_shift"]``:
-        the predicted pseudobulk shift (pairs × genes; indexed like
-        :func:`scgde.tl.pseudobulk_shifts`), in log1p(counts per 10k) for count data: the mean
-        of the predicted cells minus the mean of the same control cells decoded from
-        ``z_ctrl`` with the same noise, which cancels the generator's bias (pass it to
-        :func:`scgde.tl.score_perturbations` as ``predicted_shift``);
-        ``uns["predicted_embedding"]``: the decoded embeddings;
-        ``uns["perturbation_prediction"]``: the settings; with ``target_knockdown``,
-        ``uns["target_knockdown"]``: the knock-down factor applied to each target gene
-        (``seen``: estimated on that target, else the training median).
-        """
-        self._check_if_trained(warn=True)
-        knockdown = self.target_knockdown_ if target_knockdown is None else target_knockdown
-        if knockdown and not self.target_knockdown_:
-            knockdown = self._resolve_knockdown(True)
-        if method not in _METHODS:
-            raise ValueError(f"Unknown method {method!r}; choose one of {_METHODS}.")
-        n_cells = check_int(n_cells, "n_cells")
-        if self.latent_shifts_ is None:
-            raise RuntimeError("The shift predictor is not trained: call `model.train()`.")
-        adata = self._validate_anndata(adata)
-        pairs = self._requested_pairs(adata, perturbations, contexts)
-        contexts_needed = sorted({c for _, c in pairs})
-        z_control = self._control_embeddings(adata, contexts_needed, batch_size)
-        z_ctrl = np.stack([z_control[c] for _, c in pairs]).astype(np.float32)
-        shift = self._embedding_shifts([p for p, _ in pairs], z_ctrl, method)
-        z_pred = z_ctrl + shift
-        names = [self._set_name(p, c) for p, c in pairs]
-        labels = self._group_labels(adata)
-        code = {str(n): i for i, n in enumerate(labels.categories)}
-        codes = np.asarray(labels.codes)
-        donors = [np.flatnonzero(codes == code[self._set_name(self.control, c)]) for _, c in pairs]
-        x = self._generate(adata, z_pred, donors, n_cells, None, seed, sampler_kwargs, True)
-        # the same cells, libraries and noise decoded from z_ctrl: the shift between the two
-        # cancels the generator's own bias (common random numbers)
-        x_control = self._generate(adata, z_ctrl, donors, n_cells, None, seed, sampler_kwargs, True)
-        if knockdown:
-            knocked_down = self._knock_down_targets(
-                x, x_control, [p for p, _ in pairs], n_cells, seed
-            )
-        obs = pd.DataFrame(
-            {self.perturbation_key: pd.Categorical(np.repeat([p for p, _ in pairs], n_cells))},
-            index=[f"pred_{i}" for i in range(x.shape[0])],
-        )
-        if self.context_key is not None:
-            obs[self.context_key] = pd.Categorical(np.repeat([c for _, c in pairs], n_cells))
-        predicted_shift = self._pseudobulk_shift(x, x_control, n_cells)
-        out = AnnData(
-            X=sparse.csr_matrix(x) if self.module.count_data else x,
-            obs=obs,
-            var=pd.DataFrame(index=self.var_names.astype(str)),
-        )
-        index = pair_index(
-            [(p, c if self.context_key else None) for p, c in pairs],
-            self.perturbation_key,
-            self.context_key,
-        )
-        out.uns["predicted_shift"] = pd.DataFrame(
-            predicted_shift, index=index, columns=self.var_names.astype(str)
-        )
-        out.uns["predicted_embedding"] = pd.DataFrame(
-            z_pred, index=names, columns=[f"gde_{i}" for i in range(z_pred.shape[1])]
-        )
-        out.uns["perturbation_prediction"] = {
-            "method": method,
-            "perturbation_key": self.perturbation_key,
-            "context_key": self.context_key,
-            "control": self.control,
-            "n_cells": int(n_cells),
-            "feature_kind": self.feature_kind_,
-            "target_knockdown": bool(knockdown),
-        }
-        if knockdown:
-            out.uns["target_knockdown"] = knocked_down
-        return out
-
-    def _knock_down_targets(self, x, x_control, perturbations, n_cells, seed) -> pd.DataFrame:
-        """Thin the target genes of each pair's cells in ``x`` (in place) to their knock-down
-        factor; returns the factor used for each (perturbation, target)."""
-        if self.knockdown_factors_ is None:
-            self._estimate_knockdown()
-        records = []
-        rng = np.random.default_rng(None if seed is None else [seed, 1])
-        for i, perturbation in enumerate(perturbations):
-            targets = self._gene_parts(perturbation)
-            if not targets:
-                continue
-            factors = [
-                float(self.knockdown_factors_.get(t, self.knockdown_factor_)) for t in targets
-            ]
-            rows = slice(i * n_cells, (i + 1) * n_cells)
-            x[rows] = thin_targets(
-                x[rows], x_control[rows], [self._gene_columns[t] for t in targets], factors, rng
-            )
-            records += [
-                {
-                    "perturbation": perturbation,
-                    "target": t,
-                    "factor": f,
-                    "seen": t in self.knockdown_factors_.index,
-                }
-                for t, f in zip(targets, factors, strict=True)
-            ]
-        return pd.DataFrame(records)
-
-    def _requested_pairs(self, adata, perturbations, contexts) -> list[tuple[str, str | None]]:
-        perturbations = [perturbations] if isinstance(perturbations, str) else list(perturbations)
-        if not perturbations:
-            raise ValueError("`perturbations` is empty.")
-        perturbations = [str(p) for p in perturbations]
-        if self.context_key is None:
-            if contexts is not None:
-                raise ValueError("This model has no `context_key`; pass `contexts=None`.")
-            return [(p, "") for p in perturbations]
-        if contexts is None:
-            pairs = self._pairs(adata)
-            available = sorted(pairs.loc[pairs["perturbation"] == self.control, "context"])
-            return [(p, c) for p in perturbations for c in available]
-        if isinstance(contexts, str):
-            return [(p, contexts) for p in perturbations]
-        contexts = [str(c) for c in contexts]
-        if len(contexts) != len(perturbations):
-            raise ValueError(
-                f"`contexts` has {len(contexts)} entries for {len(perturbations)} perturbations; "
-                "pass one context, a list of the same length, or None."
-            )
-        return list(zip(perturbations, contexts, strict=True))
-
-    def _embedding_shifts(self, perturbations: list[str], z_ctrl: np.ndarray, method: str):
-        if method == "latent_arithmetic":
-            means = self.latent_shifts_.drop(columns="context").groupby("perturbation").mean()
-            unseen = sorted(set(perturbations) - set(means.index) - {self.control})
-            if unseen:
-                raise ValueError(
-                    f"Latent arithmetic needs perturbations observed in training; {unseen} were "
-                    "not. Use method='predictor' for unseen perturbations."
-                )
-            return np.stack(
-                [
-                    np.zeros(z_ctrl.shape[1]) if p == self.control else means.loc[p].to_numpy()
-                    for p in perturbations
-                ]
-            ).astype(np.float32)
-        features = perturbation_feature_matrix(
-            perturbations, self.perturbation_features_, self.control, self.separator
-        )
-        predictor = self.module.shift_predictor
-        predictor.eval()
-        shift = predictor(
-            torch.as_tensor(z_ctrl, device=self.device),
-            torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device),
-        )
-        shift = shift.cpu().numpy()
-        is_control = np.array([p == self.control for p in perturbations])
-        shift[is_control] = 0.0
-        return shift
-
-    def _pseudobulk_shift(self, x, x_control, n_cells) -> np.ndarray:
-        """Mean of the predicted minus mean of the decoded control cells of each pair."""
-        transform = _log_normalized if self.module.count_data else _as_dense
-        return np.stack(
-            [
-                transform(x[i : i + n_cells]).mean(0)
-                - transform(x_control[i : i + n_cells]).mean(0)
-                for i in range(0, x.shape[0], n_cells)
-            ]
-        )
-
-
-def _as_dense(x) -> np.ndarray:
-    return x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
 
 
 def _check_perturbation_columns(

@@ -3,7 +3,7 @@
 
 Run from the repository root::
 
-    python benchmarks/geometry.py            # CPU profile (~15 min on 2 cores)
+    python benchmarks/geometry.py            # CPU profile (~20 min on 2 cores)
     python benchmarks/geometry.py --quick    # smoke profile (~2 min)
     python benchmarks/geometry.py --full     # larger training, for a GPU
 
@@ -102,7 +102,8 @@ PROFILES = {
 }
 
 MODELS = [
-    # (label, encoder, generator)
+    # (label, encoder, generator); the first is GDE's default for continuous data
+    ("deepset + flow (default)", "deepset", "flow"),
     ("deepset + diffusion", "deepset", "diffusion"),
     ("deepset + CVAE", "deepset", "cvae"),
     ("kme + diffusion", "kme", "diffusion"),

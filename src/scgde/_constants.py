@@ -9,6 +9,13 @@ CONT_COVS_KEY = REGISTRY_KEYS.CONT_COVS_KEY
 #: Registry key of protein counts (a second count modality, e.g. CITE-seq ADTs).
 PROTEIN_KEY = REGISTRY_KEYS.PROTEIN_EXP_KEY
 
+#: Keys of the registry that scvi-tools keeps (and saves) for a model's AnnData
+#: (``AnnDataManager.registry``): the arguments of ``setup_anndata``, and the state of each
+#: registered field (e.g. the feature names of ``X_KEY``).
+SETUP_ARGS_KEY = "setup_args"
+FIELD_REGISTRIES_KEY = "field_registries"
+STATE_REGISTRY_KEY = "state_registry"
+
 #: Tensor key holding, for every cell of a minibatch, the index of its set (0..n_sets-1).
 SET_IDS_KEY = "set_ids"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._constants import FIELD_REGISTRIES_KEY, PROTEIN_KEY, STATE_REGISTRY_KEY, X_KEY
 from ..data import group_level_labels
 
 
@@ -42,3 +43,12 @@ def check_feature_names(adata, modalities: dict, genes, proteins, whose: str = "
 def distinct_strings(column: pd.Series) -> set[str]:
     """The distinct values of an obs column as strings, without a string per cell."""
     return {str(value) for value in pd.unique(column)}
+
+
+def registered_feature_names(registry: dict) -> tuple[list, list]:
+    """Gene (or feature) and protein names recorded in a model's registry
+    (:meth:`scvi.model.base.BaseModelClass.load_registry`)."""
+    fields = registry[FIELD_REGISTRIES_KEY]
+    genes = fields[X_KEY][STATE_REGISTRY_KEY]["column_names"]
+    proteins = fields.get(PROTEIN_KEY, {}).get(STATE_REGISTRY_KEY, {}).get("column_names", [])
+    return list(genes), list(proteins)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 from scvi.data import AnnDataManager
 from scvi.model.base import BaseModelClass
@@ -21,6 +19,7 @@ from .._constants import (
     COUNT_LIKELIHOODS,
     LIKELIHOODS,
     PROTEIN_KEY,
+    SETUP_ARGS_KEY,
     X_KEY,
 )
 from .._io import write_dir_atomic
@@ -36,7 +35,7 @@ from ..data import (
 from ..module import GDEModule
 from ..nn import GENERATORS
 from ..train import GDETrainingPlan
-from ._checks import check_feature_names, distinct_strings
+from ._checks import check_feature_names, distinct_strings, registered_feature_names
 from ._embedding_mixin import EmbeddingMixin
 from ._group_classifier_mixin import GroupClassifierMixin
 from ._sampling_mixin import SamplingMixin
@@ -232,7 +231,7 @@ class GDE(
             )
         if likelihood is None:
             manager = self.adata_manager
-            counts = not manager.registry["setup_args"].get("obsm_key") and looks_like_counts(
+            counts = not manager.registry[SETUP_ARGS_KEY].get("obsm_key") and looks_like_counts(
                 manager.get_from_registry(X_KEY)
             )
             if generator in CONTINUOUS_GENERATORS and counts:
@@ -258,14 +257,19 @@ class GDE(
 
     # ------------------------------------------------------------------------- properties
     @property
+    def _setup_args(self) -> dict:
+        """The arguments the data were registered with (``setup_anndata``/``setup_mudata``)."""
+        return self.adata_manager.registry[SETUP_ARGS_KEY]
+
+    @property
     def group_key(self) -> str | list[str]:
         """The obs column(s) defining the groups."""
-        return self.adata_manager.registry["setup_args"]["group_key"]
+        return self._setup_args["group_key"]
 
     @property
     def group_label_key(self) -> str | None:
         """The obs column with the group labels of the classifier head, if registered."""
-        return self.adata_manager.registry["setup_args"].get("group_label_key")
+        return self._setup_args.get("group_label_key")
 
     @property
     def var_names(self) -> pd.Index:
@@ -281,7 +285,7 @@ class GDE(
 
     @property
     def _modalities(self) -> dict[str, str]:
-        return dict(self.adata_manager.registry["setup_args"].get("modalities") or {})
+        return dict(self._setup_args.get("modalities") or {})
 
     # --------------------------------------------------------------------------- checks
     def _group_labels(self, adata) -> pd.Categorical:
@@ -303,7 +307,7 @@ class GDE(
 
     @staticmethod
     def _check_data(adata_manager: AnnDataManager, likelihood: str) -> None:
-        args = adata_manager.registry["setup_args"]
+        args = adata_manager.registry[SETUP_ARGS_KEY]
         if PROTEIN_KEY in adata_manager.data_registry:
             protein = args["modalities"]["protein_layer"]
             layer = args.get("protein_layer")
@@ -341,7 +345,7 @@ class GDE(
         return adata
 
     def _check_compatible(self, adata) -> None:
-        args = self.adata_manager.registry["setup_args"]
+        args = self._setup_args
         obsm_key = args.get("obsm_key")
         if obsm_key is None:
             check_feature_names(adata, self._modalities, self.var_names, self.protein_names)
@@ -416,21 +420,15 @@ class GDE(
         Raises a ``ValueError`` (scvi-tools only warns) when the var names differ.
         """
         if adata is not None:
-            saved = torch.load(
-                os.path.join(dir_path, f"{prefix or ''}model.pt"),
-                map_location="cpu",
-                weights_only=False,
-            )
-            registry = saved["attr_dict"]["registry_"]
-            args = registry["setup_args"]
+            registry = cls.load_registry(dir_path, prefix)
+            args = registry[SETUP_ARGS_KEY]
             if not args.get("obsm_key"):
-                fields_ = registry["field_registries"]
-                proteins = fields_.get(PROTEIN_KEY, {}).get("state_registry", {})
+                genes, proteins = registered_feature_names(registry)
                 check_feature_names(
                     adata,
                     dict(args.get("modalities") or {}),
-                    fields_[X_KEY]["state_registry"]["column_names"],
-                    proteins.get("column_names", []),
+                    genes,
+                    proteins,
                     whose="saved model",
                 )
         return super().load(dir_path, adata=adata, prefix=prefix, **kwargs)

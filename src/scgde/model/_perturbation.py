@@ -155,10 +155,6 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         )
 
     @property
-    def _setup_args(self) -> dict:
-        return self.adata_manager.registry["setup_args"]
-
-    @property
     def perturbation_key(self) -> str:
         """The obs column with the perturbations."""
         return self._setup_args["perturbation_key"]

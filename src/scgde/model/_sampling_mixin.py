@@ -75,7 +75,7 @@ class SamplingMixin:
             raise ValueError("Pass either `groups` or `embedding`, not both.")
         if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
             raise ValueError(f"`sampler_kwargs` must be a dict, got {type(sampler_kwargs)}.")
-        obsm_key = self.adata_manager.registry["setup_args"].get("obsm_key")
+        obsm_key = self._setup_args.get("obsm_key")
         if loadings is not None and obsm_key is None:
             raise ValueError(
                 "`loadings` maps a representation back to genes, but this model was set up on "

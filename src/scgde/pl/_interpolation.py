@@ -242,7 +242,7 @@ def _draw_expression(ax, model, adata, generated, t, genes, n_genes, group_a, gr
 
 def _real_means(model, adata, genes, counts, group_a, group_b) -> pd.DataFrame | None:
     """Means of ``genes`` in the real cells of both groups (rows t=0, t=1), or ``None``."""
-    args = model.adata_manager.registry["setup_args"]
+    args = model._setup_args
     if args.get("obsm_key") or not isinstance(adata, AnnData):
         return None
     if not set(genes) <= set(adata.var_names.astype(str)):

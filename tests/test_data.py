@@ -398,7 +398,6 @@ def test_splitter_splits_groups_not_cells():
     assert splitter.n_train + splitter.n_val == adata.n_obs
     assert splitter.n_train == sum(SIZES[g] for g in train)
     assert len(np.intersect1d(splitter.train_idx, splitter.val_idx)) == 0
-    assert splitter.test_idx.size == 0
     assert list(splitter.group_names) == list(labels.categories)
 
     same = GroupDataSplitter(manager, labels, set_size=10, groups_per_batch=3, train_size=0.7)

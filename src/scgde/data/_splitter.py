@@ -98,7 +98,6 @@ class GroupDataSplitter(pl.LightningDataModule):
             if n_val
             else np.empty(0, dtype=np.int64)
         )
-        self.test_idx = np.empty(0, dtype=np.int64)
         self.n_train = len(self.train_idx)
         self.n_val = len(self.val_idx)
         self.n_batches_train = sets_per_epoch(self.n_train, set_size, groups_per_batch)

@@ -1,8 +1,12 @@
-"""Argument checks shared by the whole package."""
+"""Argument checks and matrix helpers shared by the whole package."""
 
 from __future__ import annotations
 
 import numbers
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
 
 
 def check_int(value, name: str, minimum: int = 1, allow_none: bool = False) -> int | None:
@@ -39,3 +43,55 @@ def check_int(value, name: str, minimum: int = 1, allow_none: bool = False) -> i
         )
         raise ValueError(f"`{name}` must be {what}, got {value!r}.")
     return int(value)
+
+
+def layer_matrix(adata: AnnData, layer: str | None = None, what: str = "adata"):
+    """``adata.X`` or ``adata.layers[layer]`` (not copied).
+
+    Raises
+    ------
+    ValueError
+        If ``layer`` is ``None`` and ``adata.X`` is empty.
+    KeyError
+        If ``layer`` is not a layer of ``adata``; ``what`` names the object in the message.
+    """
+    if layer is None:
+        if adata.X is None:
+            raise ValueError(f"{what}.X is empty; pass `layer`, the layer that holds the data.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"{what}.layers has no {layer!r}; available: {list(adata.layers)}.")
+    return adata.layers[layer]
+
+
+def to_dense(x) -> np.ndarray:
+    """A dense or sparse matrix as a float64 ndarray."""
+    x = x.toarray() if sparse.issparse(x) else np.asarray(x)
+    return np.asarray(x, dtype=np.float64)
+
+
+def dense_rows(x, rows=None, columns=None, check_finite: bool = False) -> np.ndarray:
+    """Selected rows (then columns) of a dense or sparse matrix as a float64 ndarray.
+
+    ``check_finite``: raise a ``ValueError`` if a value is NaN or infinite.
+    """
+    if rows is not None:
+        x = x[rows]
+    if columns is not None:
+        x = x[:, columns]
+    x = to_dense(x)
+    if check_finite and not np.isfinite(x).all():
+        raise ValueError("The expression values contain NaN or infinite values.")
+    return x
+
+
+def subsample(rows: np.ndarray, max_n: int | None, seed) -> np.ndarray:
+    """At most ``max_n`` of ``rows``, without replacement and sorted.
+
+    ``seed``: a seed (a fresh generator: two calls with the same seed and the same number of
+    rows keep the same positions) or a ``numpy.random.Generator``.
+    """
+    rows = np.asarray(rows)
+    if max_n is None or len(rows) <= max_n:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, max_n, replace=False))

@@ -17,7 +17,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import ENCODER_TARGET_SUM
-from .._utils import check_int
+from .._utils import check_int, layer_matrix, to_dense
 
 #: Parts that GEARS-style names use for "no perturbation", e.g. ``"KLF1+ctrl"`` (case-sensitive:
 #: ``CTRL`` is a human gene).
@@ -128,21 +128,6 @@ def perturbation_parts(
 # --------------------------------------------------------------------------------------------
 # Feature tables
 # --------------------------------------------------------------------------------------------
-def _matrix(adata: AnnData, layer: str | None):
-    """``adata.X`` or ``adata.layers[layer]`` with a clear error when missing."""
-    if layer is None:
-        if adata.X is None:
-            raise ValueError("adata.X is empty; pass `layer` with the raw counts.")
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(f"adata.layers has no {layer!r}; available: {list(adata.layers)}.")
-    return adata.layers[layer]
-
-
-def _dense(x) -> np.ndarray:
-    """A dense float64 copy of a dense or sparse block."""
-    x = x.toarray() if sparse.issparse(x) else np.asarray(x)
-    return np.asarray(x, dtype=np.float64)
 
 
 def _row_totals(x, rows: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
@@ -183,8 +168,8 @@ def _standardized(block: np.ndarray, scale: np.ndarray | None) -> tuple[np.ndarr
 def _columns(x, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Dense float64 ``x[rows][:, columns]`` without densifying other values."""
     if sparse.issparse(x):
-        return _dense(x[:, columns])  # ``x`` is already restricted to ``rows``
-    return _dense(np.asarray(x)[np.ix_(rows, columns)])
+        return to_dense(x[:, columns])  # ``x`` is already restricted to ``rows``
+    return to_dense(np.asarray(x)[np.ix_(rows, columns)])
 
 
 def _coexpression_correlations(
@@ -239,7 +224,7 @@ def _coexpression_correlations(
         rows = np.sort(rng.choice(rows, int(max_cells), replace=False))
 
     name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    x = _matrix(adata, layer)
+    x = layer_matrix(adata, layer)
     totals, counts = _row_totals(x, rows, name)
     if normalize is None:
         normalize = counts

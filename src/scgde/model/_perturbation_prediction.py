@@ -11,7 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import ENCODER_TARGET_SUM
-from .._utils import check_int
+from .._utils import check_int, to_dense
 from ..data import perturbation_feature_matrix
 from ..tl._perturbation_scores import pair_index
 
@@ -25,10 +25,6 @@ def _log_normalized(x) -> np.ndarray:
     x = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
     total = np.maximum(x.sum(1, keepdims=True), 1.0)
     return np.log1p(x / total * ENCODER_TARGET_SUM)
-
-
-def _as_dense(x) -> np.ndarray:
-    return x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
 
 
 class PredictionMixin:
@@ -230,7 +226,7 @@ class PredictionMixin:
 
     def _pseudobulk_shift(self, x, x_control, n_cells) -> np.ndarray:
         """Mean of the predicted minus mean of the decoded control cells of each pair."""
-        transform = _log_normalized if self.module.count_data else _as_dense
+        transform = _log_normalized if self.module.count_data else to_dense
         return np.stack(
             [
                 transform(x[i : i + n_cells]).mean(0)

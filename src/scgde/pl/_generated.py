@@ -11,7 +11,8 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from ._expression import dense_rows, is_counts, matrix, normalize_total, subsample
+from .._utils import dense_rows, layer_matrix, subsample
+from ._expression import is_counts, normalize_total
 from ._figure import check_axes, check_save, finish
 from ._reduce import PCA2
 
@@ -117,9 +118,17 @@ def generated_vs_real(
         )
     rng = np.random.default_rng(seed)
     x_real = dense_rows(
-        matrix(real, layer), subsample(real.n_obs, max_cells, rng), real_positions[shared]
+        layer_matrix(real, layer),
+        subsample(np.arange(real.n_obs), max_cells, rng),
+        real_positions[shared],
+        check_finite=True,
     )
-    x_gen = dense_rows(generated.X, subsample(generated.n_obs, max_cells, rng), shared)
+    x_gen = dense_rows(
+        generated.X,
+        subsample(np.arange(generated.n_obs), max_cells, rng),
+        shared,
+        check_finite=True,
+    )
     if normalize is None:
         normalize = is_counts(x_real) and is_counts(x_gen)
     if log_scale is None:

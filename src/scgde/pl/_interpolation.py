@@ -12,9 +12,9 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 
-from .._utils import check_int
+from .._utils import check_int, dense_rows, layer_matrix
 from ..data import group_labels
-from ._expression import dense_rows, is_counts, matrix, normalize_total
+from ._expression import is_counts, normalize_total
 from ._figure import check_axes, check_save, finish
 from ._reduce import PCA2
 
@@ -207,7 +207,7 @@ def _step_means(x: np.ndarray, steps: np.ndarray, n_steps: int) -> np.ndarray:
 
 
 def _draw_expression(ax, model, adata, generated, t, genes, n_genes, group_a, group_b) -> None:
-    x = dense_rows(generated.X)
+    x = dense_rows(generated.X, check_finite=True)
     counts = is_counts(x)
     values = np.log1p(normalize_total(x)) if counts else x
     steps = np.asarray(generated.obs["group"].cat.codes)
@@ -254,7 +254,7 @@ def _real_means(model, adata, genes, counts, group_a, group_b) -> pd.DataFrame |
         cells = np.flatnonzero(labels == str(group))
         if not len(cells):
             return None
-        x = dense_rows(matrix(adata, args.get("layer")), cells)
+        x = dense_rows(layer_matrix(adata, args.get("layer")), cells, check_finite=True)
         values = np.log1p(normalize_total(x)) if counts else x
         rows.append(values[:, columns].mean(axis=0))
     return pd.DataFrame(rows, columns=genes)

@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._utils import check_int
+from .._utils import check_int, dense_rows
 from ..data import split_combination
 from ._perturbation_scores import (
     Control,
-    dense_rows,
     names_list,
     pair_index,
     shifts_and_control,

@@ -25,7 +25,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._utils import check_int
+from .._utils import check_int, dense_rows, layer_matrix, subsample
 from ..metrics._kernel import energy_distance
 
 # A shift vector whose standard deviation across genes is below this fraction of the expression
@@ -62,24 +62,6 @@ def obs_labels(adata: AnnData, key: str, what: str) -> np.ndarray:
     if n_missing:
         raise ValueError(f"{what}.obs[{key!r}] has {n_missing} missing values; label every cell.")
     return np.asarray(column.astype(str), dtype=object)
-
-
-def expression(adata: AnnData, layer: str | None, what: str):
-    """``adata.X`` or ``adata.layers[layer]`` (not copied)."""
-    if layer is None:
-        if adata.X is None:
-            raise ValueError(f"{what}.X is empty; pass the `layer` holding log-normalised data.")
-        return adata.X
-    if layer not in adata.layers:
-        raise KeyError(f"{what}.layers has no {layer!r}; available layers: {list(adata.layers)}.")
-    return adata.layers[layer]
-
-
-def dense_rows(matrix, rows: np.ndarray) -> np.ndarray:
-    """``matrix[rows]`` as a float64 ndarray (sparse rows are densified)."""
-    block = matrix[rows]
-    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-    return np.asarray(block, dtype=np.float64)
 
 
 def group_means(matrix, codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -194,7 +176,7 @@ def resolve_control(
     if isinstance(control, AnnData):
         control_data = aligned_to(control, adata.var_names, "control", what)
         contexts = None if context_key is None else obs_labels(control_data, context_key, "control")
-        matrix = expression(control_data, layer, "control")
+        matrix = layer_matrix(control_data, layer, "control")
         return (
             Control(matrix, contexts, control_data.obs_names, "the control AnnData"),
             np.ones(adata.n_obs, dtype=bool),
@@ -214,7 +196,7 @@ def resolve_control(
         )
     rows = np.flatnonzero(is_control)
     contexts = None if context_key is None else obs_labels(adata, context_key, what)[rows]
-    matrix = expression(adata, layer, what)[rows]
+    matrix = layer_matrix(adata, layer, what)[rows]
     control_object = Control(
         matrix, contexts, adata.obs_names[rows], f"{what} ({perturbation_key} == {label!r})"
     )
@@ -260,7 +242,7 @@ def shifts_and_control(
     contexts = None if context_key is None else obs_labels(adata, context_key, what)
     pairs, codes = pair_codes(perturbations, contexts, perturbed)
     control_object.check_contexts([c for _, c in pairs], what)
-    means = group_means(expression(adata, layer, what), codes, len(pairs))
+    means = group_means(layer_matrix(adata, layer, what), codes, len(pairs))
     if len(pairs):
         means -= np.stack([control_object.means[c] for _, c in pairs])
     index = pair_index(pairs, perturbation_key, context_key)
@@ -333,17 +315,6 @@ def _correlation_squared(a: np.ndarray, b: np.ndarray, tolerance: np.ndarray) ->
     r = np.clip(r, -1.0, 1.0)
     r[constant] = np.nan
     return r**2
-
-
-def subsample(rows: np.ndarray, max_cells: int | None, seed: int) -> np.ndarray:
-    """At most ``max_cells`` of ``rows`` (without replacement, sorted), drawn with a fresh RNG.
-
-    A fresh ``default_rng(seed)`` per set means two sets of the same size keep the same
-    positions, so a prediction equal to the observed cells stays equal after subsampling.
-    """
-    if max_cells is None or len(rows) <= max_cells:
-        return rows
-    return np.sort(np.random.default_rng(seed).choice(rows, max_cells, replace=False))
 
 
 def _pca_basis(fit: np.ndarray, n_comps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -496,8 +467,8 @@ def score_perturbations(
     to_scored[[position[pair] for pair in pairs]] = np.arange(len(pairs))
     obs_codes = to_scored[obs_all_codes]  # code -1 maps to the last entry, -1
 
-    pred_matrix = expression(predicted, layer, "predicted")
-    obs_matrix = expression(observed, layer, "observed")
+    pred_matrix = layer_matrix(predicted, layer, "predicted")
+    obs_matrix = layer_matrix(observed, layer, "observed")
     control_means = np.stack([control_object.means[c] for _, c in pairs])
     pred_shift = group_means(pred_matrix, pred_codes, len(pairs)) - control_means
     if predicted_shift is not None:

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from scgde.data import _perturbation_features as pf
-from scgde.data._perturbation_features import (
+from scgde.data import _coexpression as co
+from scgde.data import (
     coexpression_features,
     default_perturbation_features,
     features_from_uns,
@@ -114,7 +114,7 @@ def test_perturbation_parts():
 def test_correlations_match_numpy_on_control_cells():
     adata = simulate()
     mask = control_mask(adata)
-    corr = pf._coexpression_correlations(adata, ["A", "D"], mask)
+    corr = co._coexpression_correlations(adata, ["A", "D"], mask)
     x = log_normalised(adata.X[mask])
     expected = np.corrcoef(x[:, :-1], rowvar=False)  # without Z, for which numpy gives NaN
     assert list(corr.columns) == GENES
@@ -131,14 +131,14 @@ def test_correlations_match_numpy_on_control_cells():
 def test_correlations_sparse_chunked_and_layer_agree(monkeypatch):
     adata = simulate()
     mask = control_mask(adata)
-    dense = pf._coexpression_correlations(adata, ["A", "E"], mask)
+    dense = co._coexpression_correlations(adata, ["A", "E"], mask)
     adata.layers["counts"] = sparse.csr_matrix(adata.X)
     adata.X = np.full(adata.shape, 0.5, dtype=np.float32)  # not what is read
-    monkeypatch.setattr(pf, "_CHUNK_VALUES", 3 * N_CONTROL)  # 3 genes per block
-    from_layer = pf._coexpression_correlations(adata, ["A", "E"], mask, layer="counts")
+    monkeypatch.setattr(co, "_CHUNK_VALUES", 3 * N_CONTROL)  # 3 genes per block
+    from_layer = co._coexpression_correlations(adata, ["A", "E"], mask, layer="counts")
     np.testing.assert_allclose(from_layer.to_numpy(), dense.to_numpy(), atol=ATOL)
     with pytest.raises(KeyError, match="layers has no 'raw'"):
-        pf._coexpression_correlations(adata, ["A", "E"], mask, layer="raw")
+        co._coexpression_correlations(adata, ["A", "E"], mask, layer="raw")
 
 
 def test_normalisation_only_for_counts():
@@ -147,13 +147,13 @@ def test_normalisation_only_for_counts():
     logged = log_normalised(adata.X)
     adata.layers["log"] = logged
     # Non-integer data is used as given.
-    corr = pf._coexpression_correlations(adata, ["B"], mask, layer="log")
+    corr = co._coexpression_correlations(adata, ["B"], mask, layer="log")
     expected = np.corrcoef(logged[mask][:, :-1], rowvar=False)[1]
     np.testing.assert_allclose(corr.loc["B"].to_numpy()[:-1], expected, atol=ATOL)
     with pytest.raises(ValueError, match="non-negative integer counts"):
-        pf._coexpression_correlations(adata, ["B"], mask, layer="log", normalize=True)
+        co._coexpression_correlations(adata, ["B"], mask, layer="log", normalize=True)
     # normalize=False on counts: Pearson correlation of the raw counts.
-    raw = pf._coexpression_correlations(adata, ["B"], mask, normalize=False)
+    raw = co._coexpression_correlations(adata, ["B"], mask, normalize=False)
     expected = np.corrcoef(np.asarray(adata.X[mask][:, :-1], dtype=np.float64), rowvar=False)[1]
     np.testing.assert_allclose(raw.loc["B"].to_numpy()[:-1], expected, atol=ATOL)
 
@@ -177,7 +177,7 @@ def test_pca_keeps_distances_and_caps_components():
     assert list(features.index) == targets
     assert list(features.columns) == [f"coexpr_{i}" for i in range(4)]
     # All n_targets - 1 components of the centred rows: an isometry of the correlation rows.
-    corr = pf._coexpression_correlations(adata, targets, mask).to_numpy()
+    corr = co._coexpression_correlations(adata, targets, mask).to_numpy()
     expected = np.linalg.norm(corr[:, None] - corr[None], axis=-1)
     got = np.linalg.norm(features.to_numpy()[:, None] - features.to_numpy()[None], axis=-1)
     np.testing.assert_allclose(got, expected, atol=ATOL)

@@ -2,17 +2,16 @@
 features of perturbations (parsing ``"A+B"``, data-derived co-expression features, one-hot
 features, user feature tables)."""
 
+from ._coexpression import coexpression_features
 from ._group_labels import group_level_labels
 from ._groups import cells_of_groups, group_labels
 from ._perturbation_features import (
-    coexpression_features,
     default_perturbation_features,
     features_from_uns,
     one_hot_features,
     perturbation_feature_matrix,
-    perturbation_parts,
-    split_combination,
 )
+from ._perturbation_names import perturbation_parts, split_combination
 from ._registered import RegisteredData
 from ._set_sampler import GroupSetSampler
 from ._splitter import GroupDataSplitter, sets_per_epoch

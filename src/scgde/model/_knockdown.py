@@ -19,7 +19,7 @@ from scipy import sparse
 
 from .._constants import X_KEY
 from ..data import perturbation_parts
-from ..data._perturbation_features import _control_parts, split_combination
+from ..data._perturbation_names import control_parts, split_combination
 
 #: Smallest knock-down factor estimated or applied (a knock-out to 0.1% of control).
 MIN_FACTOR = 1e-3
@@ -145,7 +145,7 @@ class KnockdownMixin:
         if perturbation == self.control:
             return []
         parts = split_combination(
-            perturbation, self.separator, control_parts=_control_parts(self.control)
+            perturbation, self.separator, control_parts=control_parts(self.control)
         )
         return [p for p in parts if p in self._gene_columns]
 

@@ -13,7 +13,7 @@ from scipy import sparse
 from .._constants import ENCODER_TARGET_SUM
 from .._utils import check_int, to_dense
 from ..data import perturbation_feature_matrix
-from ..tl._perturbation_scores import pair_index
+from ..tl._perturbation_inputs import pair_index
 
 #: Default key of ``adata.uns`` for the perturbation embeddings (mean shift in ``z``).
 PERTURBATION_KEY_ADDED = "X_gde_perturbation"

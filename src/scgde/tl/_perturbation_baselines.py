@@ -17,12 +17,7 @@ from anndata import AnnData
 
 from .._utils import check_int, dense_rows
 from ..data import split_combination
-from ._perturbation_scores import (
-    Control,
-    names_list,
-    pair_index,
-    shifts_and_control,
-)
+from ._perturbation_inputs import Control, names_list, pair_index, shifts_and_control
 
 Pair = tuple[str, "str | None"]
 

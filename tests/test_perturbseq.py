@@ -42,7 +42,7 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from scgde.datasets import _perturbseq
+from scgde.datasets import _h5ad_reader, _perturbseq
 from scgde.datasets._perturbseq import _tidy_label, norman2019, replogle2022
 
 # ------------------------------------------------------------------------------ tiny files
@@ -331,7 +331,7 @@ def test_replogle_scperturb_format_dense_x(tmp_path, blobs, monkeypatch):
     src = tmp_path / "ReplogleWeissman2022_K562_essential.h5ad"
     src.write_bytes(blobs["replogle2022"])
     # blocks of 2 rows, so the dense -> CSR conversion runs over several blocks
-    monkeypatch.setattr(_perturbseq, "_DENSE_BLOCK_BYTES", 2 * len(REPLOGLE_GENES) * 4)
+    monkeypatch.setattr(_h5ad_reader, "_DENSE_BLOCK_BYTES", 2 * len(REPLOGLE_GENES) * 4)
     adata = replogle2022(path=src)
 
     assert sparse.isspmatrix_csr(adata.X) and adata.X.dtype == np.float32

@@ -6,7 +6,8 @@ from ._larry import larry
 from ._lineage import lineage_sets
 from ._liu2021 import liu2021_covid
 from ._perturbseq import norman2019, replogle2022
-from ._synthetic import gaussian_mixture_sets, gaussian_sets, mixed_gaussian_sets, poisson_sets
+from ._poisson import poisson_sets
+from ._synthetic import gaussian_mixture_sets, gaussian_sets, mixed_gaussian_sets
 
 __all__ = [
     "demo",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
 
 import anndata
 import numpy as np
@@ -21,6 +20,16 @@ import pandas as pd
 from scipy import sparse
 
 from .._utils import check_int
+from ._arguments import Seed, nonneg_real, unit_interval
+from ._grn_network import (
+    _activities,
+    _descendants,
+    _draw_network,
+    _group_activities,
+    _propagate,
+    _to_csr,
+    _union_in_order,
+)
 from ._lineage import (
     _DISPERSION_CLIP,
     _DISPERSION_LOG_SD,
@@ -30,175 +39,13 @@ from ._lineage import (
     _LOG_ABUNDANCE_SD,
     _reference_stats,
 )
-from ._synthetic import Seed, _finite_real
 
 __all__ = ["grn_perturbations"]
 
 # Built-in constants of the model (documented in grn_perturbations).
 _KNOCKDOWN_FLOOR = 1e-3  # the knock-down factor 1 - knockdown is clamped at this value
-_WEIGHT_RANGE = (0.5, 1.5)  # |W| ~ edge_strength * U(0.5, 1.5) / sqrt(in-degree)
-_HUB_LOG_SD = 0.75  # log-normal "hubness" of regulators: P(parent) proportional to it
 _CONTEXT_GENE_FRACTION = 0.25  # share of genes in each non-reference context programme
 _CHUNK_ELEMENTS = 1 << 21  # rows are simulated in blocks of at most this many activities
-
-
-# ------------------------------------------------------------------------------ validation
-def _nonneg_real(name: str, value: object) -> float:
-    value = _finite_real(name, value)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}.")
-    return value
-
-
-def _unit_interval(name: str, value: object, *, open_low: bool = False) -> float:
-    value = _finite_real(name, value)
-    if (value <= 0.0 if open_low else value < 0.0) or value > 1.0:
-        interval = "(0, 1]" if open_low else "[0, 1]"
-        raise ValueError(f"{name} must be in {interval}, got {value}.")
-    return value
-
-
-# ------------------------------------------------------------------------------ network
-@dataclass
-class _Network:
-    """A layered network; ``w[i, j]`` is the effect of regulator ``j`` on gene ``i``."""
-
-    layer: np.ndarray  # (G,) int64
-    w: sparse.csr_matrix  # (G, G)
-    blocks: list[tuple[np.ndarray, np.ndarray, sparse.csr_matrix]]  # (genes, sources, W^T block)
-
-
-def _draw_network(
-    rng: np.random.Generator,
-    n_genes: int,
-    n_layers: int,
-    regulator_fraction: float,
-    in_degree: float,
-    edge_strength: float,
-    activation_fraction: float,
-) -> _Network:
-    n_candidates = min(n_genes, max(1, round(regulator_fraction * n_genes)))
-    candidate = np.zeros(n_genes, dtype=bool)
-    candidate[rng.choice(n_genes, size=n_candidates, replace=False)] = True
-    layer = np.where(
-        candidate,
-        rng.integers(0, n_layers - 1, size=n_genes),  # regulators: layers 0 .. L-2
-        rng.integers(1, n_layers, size=n_genes),  # other genes: layers 1 .. L-1
-    ).astype(np.int64)
-    hub = np.exp(rng.normal(0.0, _HUB_LOG_SD, size=n_genes))
-    n_parents = rng.poisson(in_degree, size=n_genes)
-    rows, cols = [], []
-    for g in np.flatnonzero(layer > 0):
-        eligible = np.flatnonzero(candidate & (layer < layer[g]))
-        k = min(int(n_parents[g]), eligible.size)
-        if k == 0:
-            continue
-        prob = hub[eligible] / hub[eligible].sum()
-        rows.append(np.full(k, g))
-        cols.append(rng.choice(eligible, size=k, replace=False, p=prob))
-    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    sign = np.where(rng.random(row.size) < activation_fraction, 1.0, -1.0)
-    magnitude = rng.uniform(*_WEIGHT_RANGE, size=row.size)
-    k_of_row = np.bincount(row, minlength=n_genes)[row]
-    weight = edge_strength * sign * magnitude / np.sqrt(np.maximum(k_of_row, 1))
-    w = sparse.csr_matrix((weight, (row, col)), shape=(n_genes, n_genes))
-    w.sort_indices()
-    blocks = []
-    for level in range(1, n_layers):
-        genes = np.flatnonzero(layer == level)
-        sub = w[genes]
-        sources = np.unique(sub.indices)
-        if genes.size and sources.size:
-            blocks.append((genes, sources, sparse.csr_matrix(sub[:, sources].T)))
-    return _Network(layer=layer, w=w, blocks=blocks)
-
-
-def _propagate(z: np.ndarray, net: _Network) -> np.ndarray:
-    """Solve ``z = base + W tanh(z)`` in place (``z`` holds ``base`` on entry), layer by layer.
-
-    ``W`` only connects lower to higher layers, so one pass in layer order is exact.
-    """
-    for genes, sources, block in net.blocks:
-        z[:, genes] += np.asarray(np.tanh(z[:, sources]) @ block)
-    return z
-
-
-def _descendants(net: _Network, genes: np.ndarray) -> dict[int, np.ndarray]:
-    """``{g: g and all genes reachable from g}`` for each ``g`` in ``genes``."""
-    csc = sparse.csc_matrix(net.w)
-    out: dict[int, np.ndarray] = {}
-    for g in genes:
-        seen = {int(g)}
-        frontier = [int(g)]
-        while frontier:
-            nxt = []
-            for j in frontier:
-                for child in csc.indices[csc.indptr[j] : csc.indptr[j + 1]]:
-                    if int(child) not in seen:
-                        seen.add(int(child))
-                        nxt.append(int(child))
-            frontier = nxt
-        out[int(g)] = np.fromiter(seen, dtype=np.int64)
-    return out
-
-
-def _union_in_order(net: _Network, parts: list[np.ndarray]) -> np.ndarray:
-    """The union of ``parts``, ordered by layer (then index), so parents come first."""
-    genes = np.unique(np.concatenate(parts))
-    return genes[np.lexsort((genes, net.layer[genes]))]
-
-
-def _group_activities(
-    z_ctrl: np.ndarray,
-    base: np.ndarray,
-    net: _Network,
-    genes: np.ndarray,
-    hit: np.ndarray,
-    log_kd: float,
-) -> np.ndarray:
-    """Activities of ``genes`` (the descendants of the knocked-down ``hit``, in layer order)
-    for the noise behind ``z_ctrl`` / ``base``; every other gene keeps its control activity."""
-    w = net.w
-    col = {int(g): j for j, g in enumerate(genes)}
-    out = np.empty((z_ctrl.shape[0], genes.size))
-    for j, g in enumerate(genes):
-        value = base[:, g] + log_kd if g in hit else base[:, g].copy()
-        parents = w.indices[w.indptr[g] : w.indptr[g + 1]]
-        if parents.size:
-            inputs = np.column_stack(
-                [out[:, col[p]] if p in col else z_ctrl[:, p] for p in parents]
-            )
-            value += np.tanh(inputs) @ w.data[w.indptr[g] : w.indptr[g + 1]]
-        out[:, j] = value
-    return out
-
-
-def _to_csr(counts: np.ndarray) -> sparse.csr_matrix:
-    """A dense count block as CSR ``float32`` (faster than going through COO)."""
-    nonzero = counts != 0
-    indptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))])
-    indices = np.nonzero(nonzero)[1]
-    return sparse.csr_matrix(
-        (counts[nonzero].astype(np.float32), indices, indptr), shape=counts.shape
-    )
-
-
-def _activities(
-    noise: np.ndarray,
-    offset: np.ndarray,
-    sigma: float,
-    targets: np.ndarray,
-    log_kd: float,
-    net: _Network,
-) -> np.ndarray:
-    """Activities of cells with intrinsic noise ``noise`` (rows) whose knocked-down genes are
-    ``targets`` (rows x 2, -1 for none)."""
-    z = offset + sigma * noise
-    for slot in range(targets.shape[1]):
-        hit = targets[:, slot] >= 0
-        z[np.flatnonzero(hit), targets[hit, slot]] += log_kd
-    return _propagate(z, net)
 
 
 # ------------------------------------------------------------------------------ main
@@ -423,16 +270,16 @@ def grn_perturbations(
     n_control = check_int(n_control_cells, "n_control_cells")
     n_comb = check_int(n_combinations, "n_combinations", minimum=0)
     n_ctx = check_int(n_contexts, "n_contexts")
-    kd = _unit_interval("knockdown", knockdown, open_low=True)
+    kd = unit_interval("knockdown", knockdown, open_low=True)
     n_layers = check_int(n_layers, "n_layers")
     if n_layers < 2:
         raise ValueError(f"n_layers must be >= 2, got {n_layers}.")
-    reg_frac = _unit_interval("regulator_fraction", regulator_fraction, open_low=True)
-    in_degree = _nonneg_real("in_degree", in_degree)
-    strength = _nonneg_real("edge_strength", edge_strength)
-    act_frac = _unit_interval("activation_fraction", activation_fraction)
-    sigma = _nonneg_real("cell_noise", cell_noise)
-    gamma = _nonneg_real("context_strength", context_strength)
+    reg_frac = unit_interval("regulator_fraction", regulator_fraction, open_low=True)
+    in_degree = nonneg_real("in_degree", in_degree)
+    strength = nonneg_real("edge_strength", edge_strength)
+    act_frac = unit_interval("activation_fraction", activation_fraction)
+    sigma = nonneg_real("cell_noise", cell_noise)
+    gamma = nonneg_real("context_strength", context_strength)
     n_mc = check_int(n_monte_carlo, "n_monte_carlo")
     if n_mc < 2:
         raise ValueError(f"n_monte_carlo must be >= 2, got {n_mc}.")

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._utils import check_int
-from ._synthetic import Seed, _finite_real
+from ._arguments import Seed, finite_real, nonneg_real
 
 __all__ = ["lineage_sets"]
 
@@ -35,13 +35,6 @@ _CHUNK_ELEMENTS = 1 << 22  # counts are drawn in row blocks of at most this many
 
 
 # ------------------------------------------------------------------------------ validation
-def _nonneg_real(name: str, value: object) -> float:
-    value = _finite_real(name, value)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}.")
-    return value
-
-
 def _cells_per_clone(value: object) -> tuple[int, int]:
     """``int`` n -> ``(n, n)``; a pair ``(low, high)`` of positive integers with low <= high."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
@@ -66,7 +59,7 @@ def _time_points(value: object) -> np.ndarray:
         raise TypeError(
             f"time_points must be a sequence of numbers such as (2, 4, 6), got {value!r}."
         )
-    times = np.array([_finite_real(f"time_points[{i}]", t) for i, t in enumerate(value)])
+    times = np.array([finite_real(f"time_points[{i}]", t) for i, t in enumerate(value)])
     if times.size == 0:
         raise ValueError("time_points must contain at least one time point.")
     if np.any(np.diff(times) <= 0):
@@ -317,13 +310,13 @@ def lineage_sets(
     low, high = _cells_per_clone(cells_per_clone)
     times = _time_points(time_points)
     k = check_int(n_programs, "n_programs")
-    f = _finite_real("fate_strength", fate_strength)
+    f = finite_real("fate_strength", fate_strength)
     if not 0.0 <= f <= 1.0:
         raise ValueError(f"fate_strength must be in [0, 1], got {f}.")
-    omega = _finite_real("drift", drift)
-    gamma = _finite_real("time_effect", time_effect)
-    sigma = _nonneg_real("cell_noise", cell_noise)
-    lam = _nonneg_real("program_scale", program_scale)
+    omega = finite_real("drift", drift)
+    gamma = finite_real("time_effect", time_effect)
+    sigma = nonneg_real("cell_noise", cell_noise)
+    lam = nonneg_real("program_scale", program_scale)
     if reference is not None:
         ref_p, ref_phi, ref_lib, gene_names = _reference_stats(reference)
         if n_genes is not None and check_int(n_genes, "n_genes") != len(gene_names):

@@ -26,7 +26,6 @@ Parameters are ``float64`` (indices ``int64``); only ``X`` is ``float32``.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 
@@ -36,37 +35,14 @@ import pandas as pd
 from scipy.stats import invwishart
 
 from .._utils import check_int
+from ._arguments import Seed, finite_real, interval
 
-__all__ = ["gaussian_mixture_sets", "gaussian_sets", "mixed_gaussian_sets", "poisson_sets"]
-
-Seed = int | np.integer | np.random.SeedSequence | np.random.Generator | None
+__all__ = ["gaussian_mixture_sets", "gaussian_sets", "mixed_gaussian_sets"]
 
 
 # ------------------------------------------------------------------------------ validation
-def _finite_real(name: str, value: object) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}.")
-    return value
-
-
-def _interval(name: str, value: Sequence[float], *, low_min: float | None = None) -> tuple:
-    try:
-        low, high = value
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high), got {value!r}.") from None
-    low, high = _finite_real(f"{name}[0]", low), _finite_real(f"{name}[1]", high)
-    if low > high:
-        raise ValueError(f"{name} must satisfy low <= high, got {value!r}.")
-    if low_min is not None and low < low_min:
-        raise ValueError(f"{name} must satisfy low >= {low_min}, got {value!r}.")
-    return low, high
-
-
 def _wishart_df(df: object, dim: int) -> float:
-    df = _finite_real("df", df)
+    df = finite_real("df", df)
     if df <= dim + 1:
         raise ValueError(
             f"df must be > dim + 1 = {dim + 1} so that the inverse Wishart mean "
@@ -240,7 +216,7 @@ def gaussian_sets(
     n_sets = check_int(n_sets, "n_sets")
     n_points = check_int(n_points, "n_points")
     dim = check_int(dim, "dim")
-    mean_range = _interval("mean_range", mean_range)
+    mean_range = interval("mean_range", mean_range)
     df = _wishart_df(df, dim)
     rng = np.random.default_rng(seed)
 
@@ -328,7 +304,7 @@ def gaussian_mixture_sets(
     n_points = check_int(n_points, "n_points")
     k = check_int(n_components, "n_components")
     dim = check_int(dim, "dim")
-    mean_range = _interval("mean_range", mean_range)
+    mean_range = interval("mean_range", mean_range)
     df = _wishart_df(df, dim)
     alpha_vec = _dirichlet_alpha(alpha, k, "n_components")
     rng = np.random.default_rng(seed)
@@ -454,7 +430,7 @@ def mixed_gaussian_sets(
         pool_n_points = n_points
     pool_n_points = check_int(pool_n_points, "pool_n_points")
     dim = check_int(dim, "dim")
-    mean_range = _interval("mean_range", mean_range)
+    mean_range = interval("mean_range", mean_range)
     df = _wishart_df(df, dim)
     alpha_vec = _dirichlet_alpha(alpha, k, "n_sources")
     if k > n_pool:
@@ -498,71 +474,3 @@ def mixed_gaussian_sets(
     }
     adata = _make_adata(points, params, "mixed_gaussian", settings, seed, extra_obs)
     return adata, params
-
-
-def poisson_sets(
-    n_sets: int,
-    n_points: int,
-    rate_range: tuple[float, float] = (1.0, 10.0),
-    dim: int = 1,
-    seed: Seed = 0,
-) -> tuple[anndata.AnnData, dict[str, np.ndarray]]:
-    r"""Sets of counts from random Poisson distributions (the GDE paper's sufficiency benchmark).
-
-    For each set :math:`i`, independently:
-
-    - rates :math:`\lambda_{id} \sim \mathrm{Uniform}(a, b)` i.i.d. over the ``dim`` coordinates,
-      ``(a, b) = rate_range``;
-    - points :math:`x_{ijd} \sim \mathrm{Poisson}(\lambda_{id})`, independent over points
-      :math:`j` and coordinates :math:`d`.
-
-    The set sum :math:`\sum_j x_{ijd}` is a sufficient statistic for :math:`\lambda_{id}`
-    (``n_points=10`` in the benchmark).
-
-    Parameters
-    ----------
-    n_sets
-        Number of sets, > 0.
-    n_points
-        Number of points per set, > 0.
-    rate_range
-        ``(low, high)`` of the uniform prior on the rates, ``0 <= low <= high``.
-    dim
-        Number of independent Poisson coordinates per point, > 0.
-    seed
-        As in :func:`gaussian_sets`. Draw order: rates, then counts.
-
-    Returns
-    -------
-    adata
-        As in :func:`gaussian_sets`; ``X`` holds non-negative integer counts stored as float32
-        (exact up to 2**24).
-    params
-        ``"rates"``: ``(n_sets, dim)`` float64.
-
-    Raises
-    ------
-    TypeError
-        If a size is not an integer or a number is not real.
-    ValueError
-        If a size is not positive or ``rate_range`` is not a finite pair with
-        ``0 <= low <= high``.
-
-    Examples
-    --------
-    >>> from scgde.datasets import poisson_sets
-    >>> adata, params = poisson_sets(1000, 10, seed=0)
-    >>> adata.shape, params["rates"].shape
-    ((10000, 1), (1000, 1))
-    """
-    n_sets = check_int(n_sets, "n_sets")
-    n_points = check_int(n_points, "n_points")
-    rate_range = _interval("rate_range", rate_range, low_min=0.0)
-    dim = check_int(dim, "dim")
-    rng = np.random.default_rng(seed)
-
-    rates = rng.uniform(rate_range[0], rate_range[1], size=(n_sets, dim))
-    points = rng.poisson(rates[:, None, :], size=(n_sets, n_points, dim))
-    params = {"rates": rates}
-    settings = {"n_sets": n_sets, "n_points": n_points, "rate_range": rate_range, "dim": dim}
-    return _make_adata(points, params, "poisson", settings, seed), params

@@ -11,6 +11,20 @@ from nbclient import NotebookClient
 TUTORIALS = Path(__file__).parents[1] / "tutorials"
 
 
+def test_notebooks_hold_their_sources():
+    """Every tutorial notebook has exactly the cells of its jupytext source (edit the ``.py``,
+    then run ``python tutorials/_build_notebooks.py``)."""
+    import jupytext
+
+    sources = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
+    notebooks = sorted(TUTORIALS.glob("[0-9][0-9]_*.ipynb"))
+    assert [s.stem for s in sources] == [n.stem for n in notebooks] and len(sources) == 4
+    for source, notebook in zip(sources, notebooks, strict=True):
+        expected = [(c.cell_type, c.source) for c in jupytext.read(source).cells]
+        found = [(c.cell_type, c.source) for c in nbformat.read(notebook, as_version=4).cells]
+        assert found == expected, f"{notebook.name} differs from {source.name}: rebuild it"
+
+
 def _outputs(nb) -> str:
     return "\n".join(
         out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs

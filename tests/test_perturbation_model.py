@@ -116,7 +116,10 @@ def test_predicted_embedding_is_control_plus_predicted_shift(trained, data):
             torch.as_tensor(features),
         ).numpy()
     np.testing.assert_allclose(
-        predicted.uns["predicted_embedding"].to_numpy(), z_ctrl + shift, rtol=1e-4, atol=1e-5
+        predicted.uns["predicted_embedding"].to_numpy(),
+        z_ctrl + trained.shift_scale_ * shift,
+        rtol=1e-4,
+        atol=1e-5,
     )
 
 
@@ -320,3 +323,72 @@ def test_combination_knocks_down_every_gene_part(trained, data):
     others = np.setdiff1d(np.arange(a.shape[1]), columns)
     np.testing.assert_array_equal(a[:, others], b[:, others])
     assert a[:, columns].sum() < 0.5 * b[:, columns].sum()
+
+
+# ---------------------------------------------------------------------- shift calibration
+def test_shift_scale_is_the_validated_minimum(trained):
+    calibration = trained.shift_calibration_
+    np.testing.assert_allclose(calibration.index.to_numpy(), np.linspace(0, 1, 11))
+    assert np.isfinite(calibration["mse"]).all() and (calibration["mse"] > 0).all()
+    assert trained.shift_scale_ == calibration["mse"].idxmin()
+
+
+def test_zero_shift_scale_predicts_the_controls(trained, data):
+    """With scale 0 the prediction decodes z_ctrl: the same cells as the control with the
+    same noise, so the shift is exactly 0 without the knock-down."""
+    _, _, held = data
+    scale = trained.shift_scale_
+    try:
+        trained.shift_scale_ = 0.0
+        predicted = trained.predict(
+            held[:2], contexts="context_0", n_cells=20, seed=3, target_knockdown=False
+        )
+        control = trained.predict("control", contexts="context_0", n_cells=20, seed=3)
+    finally:
+        trained.shift_scale_ = scale
+    np.testing.assert_allclose(predicted.uns["predicted_shift"].to_numpy(), 0.0, atol=1e-12)
+    z = predicted.uns["predicted_embedding"].to_numpy()
+    np.testing.assert_allclose(z, np.tile(control.uns["predicted_embedding"].to_numpy(), (2, 1)))
+
+
+def _shared_response(seed=0, n_perturbations=16, n_genes=20, n_cells=60, n_control=300):
+    """Continuous data where every perturbation has the same effect: genes 0-4 up by 2."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    labels = ["control"] * n_control + [
+        f"drug{i}" for i in range(n_perturbations) for _ in range(n_cells)
+    ]
+    x = rng.normal(size=(len(labels), n_genes)).astype(np.float32)
+    x[np.array(labels) != "control", :5] += 2.0
+    return ad.AnnData(
+        x,
+        obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(len(labels))]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]),
+    )
+
+
+def test_a_shared_response_keeps_the_predicted_shift():
+    """When every perturbation has the same effect the predicted shift is the learned mean
+    shift: decoding it explains the held-out shifts, and scale 0 (no shift) misses all of
+    them (validation error 5 * 2**2 / 20 = 1 plus noise), so the calibration keeps it."""
+    adata = _shared_response()
+    scvi.settings.seed = 0
+    PerturbationGDE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    model = PerturbationGDE(adata, n_latent=4, encoder_kwargs={"n_hidden": 32})
+    model.train(max_epochs=30, predictor_epochs=100, enable_progress_bar=False)
+    mse = model.shift_calibration_["mse"]
+    assert 0.9 < mse.loc[0.0] < 1.2
+    assert model.shift_scale_ >= 0.5
+    assert mse.loc[model.shift_scale_] < 0.5 * mse.loc[0.0]
+
+
+def test_calibration_can_be_turned_off(trained):
+    before = (trained.shift_scale_, trained.shift_calibration_.copy())
+    try:
+        trained.train_predictor(max_epochs=150, calibrate=False)
+        assert trained.shift_scale_ == 1.0 and trained.shift_calibration_ is None
+    finally:
+        trained.train_predictor(max_epochs=150)
+    assert trained.shift_scale_ == before[0]
+    pd.testing.assert_frame_equal(trained.shift_calibration_, before[1])

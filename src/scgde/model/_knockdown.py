@@ -152,10 +152,8 @@ class KnockdownMixin:
     def _estimate_knockdown(self) -> None:
         """Knock-down factor of each single training target and their median."""
         pairs = self._pairs(self.adata)
-        labels = self._group_labels(self.adata)
-        by_code = pd.Series(np.arange(len(labels))).groupby(np.asarray(labels.codes)).indices
-        code = {str(c): i for i, c in enumerate(labels.categories)}
-        rows = {name: by_code[code[name]] for name in pairs.index}
+        set_rows = self._set_rows(self.adata)
+        rows = {name: set_rows[name] for name in pairs.index}
         controls = {
             row.context: name for name, row in pairs.iterrows() if row.perturbation == self.control
         }
@@ -176,9 +174,12 @@ class KnockdownMixin:
         self.knockdown_factors_ = factors
         self.knockdown_factor_ = float(np.exp(np.median(np.log(factors.to_numpy()))))
 
-    def _knock_down_targets(self, x, x_control, perturbations, n_cells, seed) -> pd.DataFrame:
+    def _knock_down_targets(
+        self, x, x_control, perturbations, n_cells, seed, median_only: bool = False
+    ) -> pd.DataFrame:
         """Thin the target genes of each pair's cells in ``x`` (in place) to their knock-down
-        factor; returns the factor used for each (perturbation, target)."""
+        factor (the training median for every target with ``median_only``, as for an unseen
+        target); returns the factor used for each (perturbation, target)."""
         if self.knockdown_factors_ is None:
             self._estimate_knockdown()
         records = []
@@ -188,7 +189,10 @@ class KnockdownMixin:
             if not targets:
                 continue
             factors = [
-                float(self.knockdown_factors_.get(t, self.knockdown_factor_)) for t in targets
+                self.knockdown_factor_
+                if median_only
+                else float(self.knockdown_factors_.get(t, self.knockdown_factor_))
+                for t in targets
             ]
             rows = slice(i * n_cells, (i + 1) * n_cells)
             x[rows] = thin_targets(

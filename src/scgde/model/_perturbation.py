@@ -96,6 +96,8 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         self.predictor_history_: pd.DataFrame | None = None
         self.knockdown_factors_: pd.Series | None = None
         self.knockdown_factor_: float | None = None
+        self.shift_scale_: float = 1.0
+        self.shift_calibration_: pd.DataFrame | None = None
         self._model_summary_string += (
             f"; perturbations: {self.feature_kind_} features ({features.shape[1]} per part)"
             + ("; target knock-down" if self.target_knockdown_ else "")
@@ -249,6 +251,16 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         table.index = pd.Index([str(labels.categories[i]) for i in table.index])
         return table
 
+    def _set_rows(self, adata) -> dict[str, np.ndarray]:
+        """The rows of ``adata`` of every set, by set name (sorted)."""
+        labels = self._group_labels(adata)
+        by_code = pd.Series(np.arange(len(labels))).groupby(np.asarray(labels.codes)).indices
+        return {
+            str(name): np.sort(by_code[i])
+            for i, name in enumerate(labels.categories)
+            if i in by_code
+        }
+
     def _set_name(self, perturbation: str, context: str | None) -> str:
         if self.context_key is None:
             return str(perturbation)
@@ -315,6 +327,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         validation_fraction: float = 0.2,
         seed: int = 0,
         batch_size: int = 4096,
+        calibrate: bool = True,
     ) -> pd.DataFrame:
         """Fit the shift predictor on the embeddings of the training sets.
 
@@ -325,6 +338,16 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         that many epochs. Full-batch Adam. With ``target_knockdown``, the knock-down factor
         of every single-gene training target is then estimated from the counts
         (:attr:`knockdown_factors_`, and their median :attr:`knockdown_factor_`).
+
+        With ``calibrate`` (and validation perturbations), the predicted shift is scaled so
+        that it does not add noise: the predictor fitted without the validation perturbations
+        predicts them from their contexts' controls, decoded from ``z_ctrl + a Δz`` for
+        ``a`` in 0, 0.1, ..., 1 (with the median knock-down factor when ``target_knockdown``),
+        and the ``a`` whose pseudobulk shifts are closest (mean squared error over genes and
+        pairs) to the observed ones becomes :attr:`shift_scale_`; :meth:`predict` decodes
+        ``z_ctrl + shift_scale_ Δz``. The errors are kept in ``shift_calibration_``. Where the
+        predicted shifts carry no signal the scale goes to 0, and the prediction is the
+        control cells (with the knock-down); where they do, it stays near 1.
 
         Returns
         -------
@@ -354,16 +377,25 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
             inputs, features, targets, ~is_val, is_val, max_epochs, lr, weight_decay, seed
         )
         best = max_epochs
+        if self.target_knockdown_:
+            self._estimate_knockdown()
+        self.shift_scale_, self.shift_calibration_ = 1.0, None
         if is_val.any():
             best = int(np.argmin(history["validation_mse"].to_numpy())) + 1
+            if calibrate:
+                self._fit_predictor(
+                    inputs, features, targets, ~is_val, is_val, best, lr, weight_decay, seed
+                )
+                self.shift_calibration_ = self._calibrate_shift_scale(
+                    shifts[is_val], z_control, seed
+                )
+                self.shift_scale_ = float(self.shift_calibration_["mse"].idxmin())
             everything = np.ones(len(targets), dtype=bool)
             self._fit_predictor(
                 inputs, features, targets, everything, ~everything, best, lr, weight_decay, seed
             )
         self.predictor_epochs_ = best
         self.predictor_history_ = history
-        if self.target_knockdown_:
-            self._estimate_knockdown()
         return history
 
     def _fit_predictor(

@@ -10,7 +10,7 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
-from .._constants import ENCODER_TARGET_SUM
+from .._constants import ENCODER_TARGET_SUM, X_KEY
 from .._utils import check_int, to_dense
 from ..data import perturbation_feature_matrix
 from ..tl._perturbation_inputs import pair_index
@@ -18,6 +18,9 @@ from ..tl._perturbation_inputs import pair_index
 #: Default key of ``adata.uns`` for the perturbation embeddings (mean shift in ``z``).
 PERTURBATION_KEY_ADDED = "X_gde_perturbation"
 _METHODS = ("predictor", "latent_arithmetic")
+#: Scales of the predicted shift tried by the calibration, and the cells decoded per pair.
+_CALIBRATION_SCALES = np.round(np.linspace(0.0, 1.0, 11), 2)
+_CALIBRATION_CELLS = 200
 
 
 def _log_normalized(x) -> np.ndarray:
@@ -124,10 +127,8 @@ class PredictionMixin:
         shift = self._embedding_shifts([p for p, _ in pairs], z_ctrl, method)
         z_pred = z_ctrl + shift
         names = [self._set_name(p, c) for p, c in pairs]
-        labels = self._group_labels(adata)
-        code = {str(n): i for i, n in enumerate(labels.categories)}
-        codes = np.asarray(labels.codes)
-        donors = [np.flatnonzero(codes == code[self._set_name(self.control, c)]) for _, c in pairs]
+        rows = self._set_rows(adata)
+        donors = [rows[self._set_name(self.control, c)] for _, c in pairs]
         x = self._generate(adata, z_pred, donors, n_cells, None, seed, sampler_kwargs, True)
         # the same cells, libraries and noise decoded from z_ctrl: the shift between the two
         # cancels the generator's own bias (common random numbers)
@@ -195,7 +196,11 @@ class PredictionMixin:
             )
         return list(zip(perturbations, contexts, strict=True))
 
-    def _embedding_shifts(self, perturbations: list[str], z_ctrl: np.ndarray, method: str):
+    def _embedding_shifts(
+        self, perturbations: list[str], z_ctrl: np.ndarray, method: str, scale=None
+    ) -> np.ndarray:
+        """``Δz`` of each pair: the predictor's times ``scale`` (default :attr:`shift_scale_`),
+        or the mean observed shift of the perturbation (``"latent_arithmetic"``)."""
         if method == "latent_arithmetic":
             means = self.latent_shifts_.drop(columns="context").groupby("perturbation").mean()
             unseen = sorted(set(perturbations) - set(means.index) - {self.control})
@@ -215,14 +220,54 @@ class PredictionMixin:
         )
         predictor = self.module.shift_predictor
         predictor.eval()
-        shift = predictor(
-            torch.as_tensor(z_ctrl, device=self.device),
-            torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device),
-        )
-        shift = shift.cpu().numpy()
+        with torch.no_grad():
+            shift = predictor(
+                torch.as_tensor(z_ctrl, device=self.device),
+                torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device),
+            )
+        scale = getattr(self, "shift_scale_", 1.0) if scale is None else scale
+        shift = scale * shift.cpu().numpy()
         is_control = np.array([p == self.control for p in perturbations])
         shift[is_control] = 0.0
         return shift
+
+    def _calibrate_shift_scale(self, shifts: pd.DataFrame, z_control: dict, seed: int):
+        """Validation error of the decoded shift ``z_ctrl + a Δz`` for each scale ``a``.
+
+        ``shifts``: the held-out rows of :attr:`latent_shifts_`; the predictor must have been
+        fitted without them. Returns a DataFrame indexed by ``a`` with column ``mse``.
+        """
+        pairs = list(zip(shifts["perturbation"], shifts["context"], strict=True))
+        perturbations = [p for p, _ in pairs]
+        z_ctrl = np.stack([z_control[c] for _, c in pairs]).astype(np.float32)
+        delta = self._embedding_shifts(perturbations, z_ctrl, "predictor", scale=1.0)
+        rows = self._set_rows(self.adata)
+        observed = self._observed_shifts(pairs, rows)
+        donors = [rows[self._set_name(self.control, c)] for _, c in pairs]
+        n_cells = _CALIBRATION_CELLS
+        x_control = self._generate(self.adata, z_ctrl, donors, n_cells, None, seed, None, True)
+        errors = {}
+        for scale in _CALIBRATION_SCALES:
+            z = z_ctrl + scale * delta
+            x = self._generate(self.adata, z, donors, n_cells, None, seed, None, True)
+            if self.target_knockdown_:
+                self._knock_down_targets(x, x_control, perturbations, n_cells, seed, True)
+            predicted = self._pseudobulk_shift(x, x_control, n_cells)
+            errors[float(scale)] = float(np.mean((predicted - observed) ** 2))
+        return pd.DataFrame({"mse": errors}).rename_axis("shift_scale")
+
+    def _observed_shifts(self, pairs, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """Pseudobulk shift of every (perturbation, context) pair of the training data, on
+        the scale of :meth:`_pseudobulk_shift` (log1p counts per 10k for count data);
+        ``rows``: the cells of every set (:meth:`_set_rows`)."""
+        transform = _log_normalized if self.module.count_data else to_dense
+        x = self.adata_manager.get_from_registry(X_KEY)
+
+        def mean_of(name: str) -> np.ndarray:
+            return transform(x[rows[name]]).mean(0)
+
+        controls = {c: mean_of(self._set_name(self.control, c)) for c in {c for _, c in pairs}}
+        return np.stack([mean_of(self._set_name(p, c)) - controls[c] for p, c in pairs])
 
     def _pseudobulk_shift(self, x, x_control, n_cells) -> np.ndarray:
         """Mean of the predicted minus mean of the decoded control cells of each pair."""

@@ -344,7 +344,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         predicts them from their contexts' controls, decoded from ``z_ctrl + a Δz`` for
         ``a`` in 0, 0.1, ..., 1 (with the median knock-down factor when ``target_knockdown``),
         and the ``a`` whose pseudobulk shifts are closest (mean squared error over genes and
-        pairs) to the observed ones becomes :attr:`shift_scale_`; :meth:`predict` decodes
+        pairs) to the observed ones becomes ``shift_scale_``; :meth:`predict` decodes
         ``z_ctrl + shift_scale_ Δz``. The errors are kept in ``shift_calibration_``. Where the
         predicted shifts carry no signal the scale goes to 0, and the prediction is the
         control cells (with the knock-down); where they do, it stays near 1.

@@ -81,8 +81,8 @@ class PredictionMixin:
         adata
             AnnData with the control cells of the contexts; default: the training data.
         method
-            ``"predictor"``: ``z_ctrl + Δz`` from the shift predictor (works for unseen
-            perturbations); ``"latent_arithmetic"``: ``z_ctrl`` plus the perturbation's mean
+            ``"predictor"``: ``z_ctrl + shift_scale_ Δz`` from the shift predictor, with the
+            scale validated in :meth:`train_predictor` (works for unseen perturbations); ``"latent_arithmetic"``: ``z_ctrl`` plus the perturbation's mean
             shift over the training contexts where it was observed (the scGen approach; only
             for perturbations seen in other contexts).
         seed

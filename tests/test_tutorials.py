@@ -197,17 +197,18 @@ def test_tutorial_04_knockdowns(tmp_path):
     simulated = _number(r"; simulated: ([\d.]+)", text)
     assert simulated == pytest.approx(0.1)  # knockdown=0.9
     assert abs(np.log(factor / simulated)) < np.log(1.5)  # median of ~64 noisy targets
+    # NaN: a prediction without any shift (a calibrated scale of 0) has no correlation
     r2 = {
-        name: _number(rf"\n{re.escape(name)}\s+(-?[\d.]+)\s", text)
+        name: _number(rf"\n{re.escape(name)}\s+(-?[\d.]+|NaN|nan)\s", text)
         for name in ("GDE", "GDE without knock-down", "mean shift", "mean shift + knock-down")
     }
     # the target is the largest effect of a knock-down: the knock-down must raise GDE's r2
-    # (the benchmark: 0.050 with, 0.0025 without over 150 held-out knock-downs)
-    assert r2["GDE"] > r2["GDE without knock-down"] + 0.02
+    # (the benchmark: 0.068 with; without, 0.0025 before the shift calibration, no shift after)
+    assert r2["GDE"] > 0.02 + np.nan_to_num(r2["GDE without knock-down"])
     true = {
-        name: _number(rf"  {re.escape(name)}: (-?[\d.]+)", text)
+        name: _number(rf"  {re.escape(name)}: (-?[\d.]+|nan)", text)
         for name in ("GDE", "GDE without knock-down", "mean shift")
     }
     # against the noise-free truth the target dominates (70% of its sum of squares)
-    assert true["GDE"] > 0.2 > max(true["GDE without knock-down"], true["mean shift"])
+    assert true["GDE"] > 0.2 > np.nanmax([true["GDE without knock-down"], true["mean shift"]])
     assert _n_images(nb) == 2

@@ -75,6 +75,8 @@ model.train(max_epochs=60, predictor_epochs=300, train_size=1.0, enable_progress
 print(f"{model.trainer.global_step} training steps; features: {model.feature_kind_}")
 print(f"knock-down factor (median of {len(model.knockdown_factors_)} training targets): "
       f"{model.knockdown_factor_:.3f}; simulated: {adata.uns['grn']['knockdown_factor']:.3f}")
+print(f"scale of the predicted shift, validated on held-out training knock-downs: "
+      f"{model.shift_scale_:.1f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 3))
@@ -93,7 +95,11 @@ fig.tight_layout();
 # ## Predict the held-out knock-downs and score them
 #
 # `predict` decodes cells from the control embedding moved by the predicted shift, then lowers
-# each target gene's generated counts to the knock-down factor. For comparison the same model
+# each target gene's generated counts to the knock-down factor. The shift is scaled by
+# `shift_scale_`, the scale (0 to 1) whose decoded shifts came closest to the observed ones
+# for training knock-downs held out of the predictor's fit: where the predicted shifts of
+# unseen targets carry no signal, it goes to 0 and the prediction is the control cells with
+# the knock-down, rather than the control cells plus noise. For comparison the same model
 # predicts without that last step, and two baselines predict from the training shifts only: the
 # mean shift of all training knock-downs, and the same with the target gene set to the typical
 # knock-down of a training target (`mean_shift_baseline(target_knockdown=True)`). All are scored

@@ -82,9 +82,10 @@ class PredictionMixin:
             AnnData with the control cells of the contexts; default: the training data.
         method
             ``"predictor"``: ``z_ctrl + shift_scale_ Δz`` from the shift predictor, with the
-            scale validated in :meth:`train_predictor` (works for unseen perturbations); ``"latent_arithmetic"``: ``z_ctrl`` plus the perturbation's mean
-            shift over the training contexts where it was observed (the scGen approach; only
-            for perturbations seen in other contexts).
+            scale validated in :meth:`train_predictor` (works for unseen perturbations);
+            ``"latent_arithmetic"``: ``z_ctrl`` plus the perturbation's mean shift over the
+            training contexts where it was observed (the scGen approach; only for perturbations
+            seen in other contexts).
         seed
             Seed of the generated cells.
         batch_size
@@ -246,13 +247,14 @@ class PredictionMixin:
         donors = [rows[self._set_name(self.control, c)] for _, c in pairs]
         n_cells = _CALIBRATION_CELLS
         x_control = self._generate(self.adata, z_ctrl, donors, n_cells, None, seed, None, True)
+        control_means = self._pseudobulk_means(x_control, n_cells)  # the same for every scale
         errors = {}
         for scale in _CALIBRATION_SCALES:
             z = z_ctrl + scale * delta
             x = self._generate(self.adata, z, donors, n_cells, None, seed, None, True)
             if self.target_knockdown_:
                 self._knock_down_targets(x, x_control, perturbations, n_cells, seed, True)
-            predicted = self._pseudobulk_shift(x, x_control, n_cells)
+            predicted = self._pseudobulk_means(x, n_cells) - control_means
             errors[float(scale)] = float(np.mean((predicted - observed) ** 2))
         return pd.DataFrame({"mse": errors}).rename_axis("shift_scale")
 
@@ -271,11 +273,10 @@ class PredictionMixin:
 
     def _pseudobulk_shift(self, x, x_control, n_cells) -> np.ndarray:
         """Mean of the predicted minus mean of the decoded control cells of each pair."""
+        return self._pseudobulk_means(x, n_cells) - self._pseudobulk_means(x_control, n_cells)
+
+    def _pseudobulk_means(self, x, n_cells) -> np.ndarray:
+        """Mean of each block of ``n_cells`` rows, log1p counts per 10k for count data."""
         transform = _log_normalized if self.module.count_data else to_dense
-        return np.stack(
-            [
-                transform(x[i : i + n_cells]).mean(0)
-                - transform(x_control[i : i + n_cells]).mean(0)
-                for i in range(0, x.shape[0], n_cells)
-            ]
-        )
+        blocks = range(0, x.shape[0], n_cells)
+        return np.stack([transform(x[i : i + n_cells]).mean(0) for i in blocks])

@@ -35,9 +35,12 @@ def write_dir_atomic(
     """Fill a fresh temporary folder with ``write(tmp_dir)``, then move it to ``path``.
 
     A failure leaves ``path`` as it was (absent, or the previous folder) and removes the
-    temporary folder. With ``overwrite=False`` an existing ``path`` raises ``ValueError``.
+    temporary folder. An existing ``path`` raises ``ValueError`` if it is a file, or if
+    ``overwrite=False``.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder; choose another path.")
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; pass overwrite=True to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)

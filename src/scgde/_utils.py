@@ -45,6 +45,25 @@ def check_int(value, name: str, minimum: int = 1, allow_none: bool = False) -> i
     return int(value)
 
 
+def check_key_added(key_added: str, name: str = "key_added") -> str:
+    """``key_added`` if AnnData can store and write it as a key of ``uns``/``obsm``.
+
+    Raises
+    ------
+    ValueError
+        If it is not a non-empty string, or contains ``"/"`` (``write_h5ad`` cannot store such
+        a key: it is the path separator of HDF5 and zarr).
+    """
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"`{name}` must be a non-empty string, got {key_added!r}.")
+    if "/" in key_added:
+        raise ValueError(
+            f"`{name}` {key_added!r} contains '/', which AnnData cannot write to .h5ad or "
+            "zarr (it separates groups there); use e.g. '_' instead."
+        )
+    return key_added
+
+
 def layer_matrix(adata: AnnData, layer: str | None = None, what: str = "adata"):
     """``adata.X`` or ``adata.layers[layer]`` (not copied).
 

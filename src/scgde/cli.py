@@ -11,6 +11,8 @@ from pathlib import Path
 _DEMO_GROUP_KEY = "sample"
 _DEMO_BATCH_KEY = "batch"
 _DEMO_COLOR = ["condition", "time_point", "batch"]
+#: Fewer groups than this are plotted by their first two embedding components, not by UMAP.
+_MIN_UMAP_GROUPS = 5
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +47,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _same_file(a, b) -> bool:
+    """Whether two paths name the same existing file."""
+    try:
+        return Path(a).resolve() == Path(b).resolve() or Path(a).samefile(b)
+    except OSError:
+        return False
+
+
+def _read_input(path: str):
+    """The input AnnData, with a clear error for a missing or unreadable file."""
+    import anndata
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Input file {path} does not exist.")
+    try:
+        return anndata.read_h5ad(path)
+    except OSError as err:
+        raise ValueError(
+            f"Cannot read {path} as an .h5ad file (AnnData's HDF5 format): {err}"
+        ) from None
+
+
 def _clean_copy(adata):
     """The input with only scgde's documented additions (drop scvi-tools registration keys)."""
     out = adata.copy()
@@ -61,6 +85,8 @@ def _default_colors(groups, group_key: list[str]) -> list[str]:
 
 
 def _plot_group_umap(groups, colors: list[str], path: Path) -> None:
+    """UMAP of the groups; with fewer than ``_MIN_UMAP_GROUPS`` groups (too few for UMAP),
+    the embedding's first two components."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,13 +95,21 @@ def _plot_group_umap(groups, colors: list[str], path: Path) -> None:
 
     from ._io import write_atomic
 
-    sc.pp.neighbors(groups, use_rep="X", n_neighbors=max(2, min(15, groups.n_obs - 1)))
-    sc.tl.umap(groups, random_state=0)
+    groups = groups.copy()
+    if groups.n_obs >= _MIN_UMAP_GROUPS:
+        sc.pp.neighbors(groups, use_rep="X", n_neighbors=max(2, min(15, groups.n_obs - 1)))
+        sc.tl.umap(groups, random_state=0)
+        basis, what = "umap", "UMAP"
+    else:
+        groups.obsm["X_gde"] = groups.X[:, :2]
+        basis, what = "gde", "first two components"
     colors = colors or [None]
     fig, axes = plt.subplots(1, len(colors), figsize=(4.5 * len(colors), 4), squeeze=False)
     for ax, color in zip(axes[0], colors, strict=True):
-        sc.pl.umap(groups, color=color, ax=ax, show=False, size=120, title=color or "groups")
-    fig.suptitle(f"GDE embedding of {groups.n_obs} groups")
+        sc.pl.embedding(
+            groups, basis, color=color, ax=ax, show=False, size=120, title=color or "groups"
+        )
+    fig.suptitle(f"GDE embedding of {groups.n_obs} groups ({what})")
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
@@ -83,7 +117,6 @@ def _plot_group_umap(groups, colors: list[str], path: Path) -> None:
 
 def embed(args: argparse.Namespace) -> dict[str, Path]:
     """Run ``scgde embed``; returns the paths written."""
-    import anndata
     import scvi
 
     from ._io import write_atomic
@@ -100,7 +133,6 @@ def embed(args: argparse.Namespace) -> dict[str, Path]:
     else:
         if not args.group_key:
             raise SystemExit("scgde embed: --group-key is required with an INPUT file.")
-        adata = anndata.read_h5ad(args.input)
         group_key, batch_key, colors = args.group_key, args.batch_key, args.color
     output = Path(args.output)
     if output.suffix != ".h5ad":
@@ -110,6 +142,13 @@ def embed(args: argparse.Namespace) -> dict[str, Path]:
         "groups": output.with_name(f"{output.stem}_groups.h5ad"),
         "umap": output.with_name(f"{output.stem}_groups_umap.png"),
     }
+    if args.input and any(_same_file(args.input, path) for path in paths.values()):
+        raise SystemExit(
+            f"scgde embed: --output {output} would overwrite the input file {args.input}; "
+            "choose another output name."
+        )
+    if not args.demo:
+        adata = _read_input(args.input)
     key = group_key[0] if len(group_key) == 1 else group_key
     scvi.settings.seed = args.seed
     start = time.time()
@@ -124,12 +163,13 @@ def embed(args: argparse.Namespace) -> dict[str, Path]:
     )
     model.get_distribution_embedding()
     groups = model.get_group_adata()
-    colors = colors if colors is not None else _default_colors(groups, group_key)
-    _plot_group_umap(groups, colors, paths["umap"])
+    # results first: a failure in the plot must not lose them
     write_atomic(paths["annotated"], _clean_copy(adata).write_h5ad)
     write_atomic(paths["groups"], groups.write_h5ad)
     if args.save_model:
         model.save(args.save_model, overwrite=True)
+    colors = colors if colors is not None else _default_colors(groups, group_key)
+    _plot_group_umap(groups, colors, paths["umap"])
     print(f"Embedded {groups.n_obs} groups in {time.time() - start:.0f} s. Wrote:")
     for path in paths.values():
         print(f"  {path}")

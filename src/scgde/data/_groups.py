@@ -36,7 +36,7 @@ def group_labels(obs: pd.DataFrame, group_key: str | Sequence[str]) -> pd.Catego
     KeyError
         If a column is missing.
     ValueError
-        If a cell has a missing group label.
+        If a cell has a missing group label, or two combinations join to the same name.
     """
     keys = as_key_list(group_key)
     missing = [k for k in keys if k not in obs.columns]
@@ -81,7 +81,15 @@ def group_labels(obs: pd.DataFrame, group_key: str | Sequence[str]) -> pd.Catego
     labels[:] = parts[-1]
     for part in reversed(parts[:-1]):
         labels = labels + COMBINED_GROUP_SEPARATOR + part
-    return pd.Categorical.from_codes(cell_codes.reshape(-1), categories=pd.Index(labels))
+    names_index = pd.Index(labels)
+    if names_index.has_duplicates:
+        clash = names_index[names_index.duplicated()][0]
+        raise ValueError(
+            f"Different combinations of {keys} give the same group name {clash!r}: values that "
+            f"contain the separator {COMBINED_GROUP_SEPARATOR!r} make the joined names ambiguous. "
+            "Replace it in those columns' values."
+        )
+    return pd.Categorical.from_codes(cell_codes.reshape(-1), categories=names_index)
 
 
 def cells_of_groups(

@@ -48,6 +48,9 @@ class GroupDataSplitter(pl.LightningDataModule):
     min_set_size
         Training sets draw their size between ``min_set_size`` and ``set_size`` (see
         :class:`GroupSetSampler`); validation sets always have ``set_size`` cells.
+    always_train
+        Indices of groups never held out for validation (e.g. the control sets of a
+        perturbation model, which every prediction starts from).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class GroupDataSplitter(pl.LightningDataModule):
         seed: int = 0,
         extra: dict[str, np.ndarray] | None = None,
         min_set_size: int | None = None,
+        always_train=(),
     ):
         super().__init__()
         self.min_set_size = min_set_size
@@ -81,7 +85,8 @@ class GroupDataSplitter(pl.LightningDataModule):
         self._group_cells = [order[bounds[g] : bounds[g + 1]] for g in range(len(bounds) - 1)]
 
         n_groups = len(self.group_names)
-        n_train = math.ceil(train_size * n_groups - 1e-9)
+        fixed = np.unique(np.asarray(always_train, dtype=np.int64))
+        n_train = max(math.ceil(train_size * n_groups - 1e-9), len(fixed))
         n_val = min(math.floor(validation_size * n_groups + 1e-9), n_groups - n_train)
         if n_train < 2:
             raise ValueError(
@@ -90,6 +95,8 @@ class GroupDataSplitter(pl.LightningDataModule):
                 "contrasting groups: check `group_key`, or add groups."
             )
         permutation = np.random.default_rng(seed).permutation(n_groups)
+        # the fixed groups first: they fill training places before any random group
+        permutation = np.concatenate([fixed, permutation[~np.isin(permutation, fixed)]])
         self.train_groups = np.sort(permutation[:n_train])
         self.val_groups = np.sort(permutation[n_train : n_train + n_val])
         self.train_idx = np.sort(np.concatenate([self._group_cells[g] for g in self.train_groups]))

@@ -52,3 +52,31 @@ def registered_feature_names(registry: dict) -> tuple[list, list]:
     genes = fields[X_KEY][STATE_REGISTRY_KEY]["column_names"]
     proteins = fields.get(PROTEIN_KEY, {}).get(STATE_REGISTRY_KEY, {}).get("column_names", [])
     return list(genes), list(proteins)
+
+
+def check_cells_and_features(adata, what: str = "adata", features: bool = True) -> None:
+    """Clear errors for data no model can be set up on: backed, no cells, no genes, or
+    duplicated gene names (genes are matched by name).
+
+    ``features=False`` skips the gene checks (a representation in ``obsm`` is modelled).
+    """
+    if getattr(adata, "isbacked", False):
+        raise ValueError(
+            f"{what} is backed by a file (read_h5ad(..., backed='r')); scgde needs it in memory "
+            f"for now: call `{what} = {what}.to_memory()`."
+        )
+    if adata.n_obs == 0:
+        raise ValueError(
+            f"{what} has 0 cells (check the filtering or subsetting that produced it)."
+        )
+    if not features:
+        return
+    if adata.n_vars == 0:
+        raise ValueError(f"{what} has 0 genes (var): there are no features to model.")
+    duplicated = adata.var_names[adata.var_names.duplicated()]
+    if len(duplicated):
+        raise ValueError(
+            f"{what}.var_names has {len(duplicated)} duplicated names (e.g. "
+            f"{list(duplicated.unique()[:5])}); scgde matches genes by name. Call "
+            f"`{what}.var_names_make_unique()` first."
+        )

@@ -11,7 +11,7 @@ import torch
 from anndata import AnnData
 
 from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
-from .._utils import check_int
+from .._utils import check_int, check_key_added
 from ..data import RegisteredData, cells_of_groups
 from ..data._groups import as_key_list
 
@@ -98,12 +98,15 @@ class EmbeddingMixin:
         DataFrame of groups × ``n_latent``.
         """
         self._check_if_trained(warn=True)
-        adata = self._validate_anndata(adata)
-        names, z, _, cell_indices, cell_group_ids = self._embed(adata, groups, batch_size)
+        if key_added is not None:
+            check_key_added(key_added)
+        target = self.adata if adata is None else adata
+        data = self._validate_anndata(adata)
+        names, z, _, cell_indices, cell_group_ids = self._embed(data, groups, batch_size)
         columns = [f"gde_{i}" for i in range(z.shape[1])]
         table = pd.DataFrame(z, index=pd.Index(names, name="group"), columns=columns)
         if key_added is not None:
-            per_cell = np.full((adata.n_obs, z.shape[1]), np.nan, dtype=np.float32)
+            per_cell = np.full((data.n_obs, z.shape[1]), np.nan, dtype=np.float32)
             per_cell[cell_indices] = z[cell_group_ids]
             settings = {
                 "key_added": key_added,
@@ -115,9 +118,9 @@ class EmbeddingMixin:
                 "likelihood": self.module.likelihood,
             }
             # all results are computed: write them together so a failure writes nothing
-            adata.uns[key_added] = table
-            adata.obsm[key_added] = per_cell
-            adata.uns[UNS_SETTINGS_KEY] = settings
+            target.uns[key_added] = table
+            target.obsm[key_added] = per_cell
+            target.uns[UNS_SETTINGS_KEY] = settings
         return table
 
     def get_group_adata(

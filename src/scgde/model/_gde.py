@@ -22,7 +22,6 @@ from .._constants import (
     SETUP_ARGS_KEY,
     X_KEY,
 )
-from .._io import write_dir_atomic
 from .._utils import check_int
 from ..data import (
     GroupDataSplitter,
@@ -35,9 +34,10 @@ from ..data import (
 from ..module import GDEModule
 from ..nn import GENERATORS
 from ..train import GDETrainingPlan
-from ._checks import check_feature_names, distinct_strings, registered_feature_names
 from ._embedding_mixin import EmbeddingMixin
+from ._files import SaveLoadMixin
 from ._group_classifier_mixin import GroupClassifierMixin
+from ._new_data import NewDataMixin
 from ._sampling_mixin import SamplingMixin
 from ._setup_mixin import SetupMixin
 from ._training_mixin import TrainingMixin
@@ -54,6 +54,8 @@ class GDE(
     EmbeddingMixin,
     GroupClassifierMixin,
     SamplingMixin,
+    NewDataMixin,
+    SaveLoadMixin,
     BaseModelClass,
 ):
     """Generative distribution embedding of groups of cells (patients, clones, perturbations).
@@ -331,45 +333,6 @@ class GDE(
             likelihood=likelihood,
         )
 
-    def _validate_anndata(self, adata=None, copy_if_view: bool = True):
-        """Check a new AnnData against the model before transferring the registration.
-
-        Unseen groups are fine (the encoder is amortized); unseen batch or covariate
-        categories, different features, or invalid values raise a clear error.
-        """
-        if adata is None or adata is self.adata:
-            return super()._validate_anndata(adata, copy_if_view)
-        self._check_compatible(adata)
-        adata = super()._validate_anndata(adata, copy_if_view)
-        self._check_data(self.get_anndata_manager(adata, required=True), self.module.likelihood)
-        return adata
-
-    def _check_compatible(self, adata) -> None:
-        args = self._setup_args
-        obsm_key = args.get("obsm_key")
-        if obsm_key is None:
-            check_feature_names(adata, self._modalities, self.var_names, self.protein_names)
-        self._group_labels(adata)
-        batch_key = args.get("batch_key")
-        if batch_key is not None:
-            known = self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping
-            unseen = sorted(distinct_strings(adata.obs[batch_key]) - {str(c) for c in known})
-            if unseen:
-                raise ValueError(
-                    f"Batch categories {unseen[:10]} in adata.obs[{batch_key!r}] were not seen in "
-                    f"training (known: {list(known)[:10]}). The generator is conditioned on batch, "
-                    "so it cannot handle a new one: map those cells to a known batch or retrain."
-                )
-        cat_keys = args.get("categorical_covariate_keys") or []
-        if cat_keys:
-            mappings = self.adata_manager.get_state_registry(CAT_COVS_KEY).mappings
-            for key in cat_keys:
-                unseen = sorted(distinct_strings(adata.obs[key]) - {str(c) for c in mappings[key]})
-                if unseen:
-                    raise ValueError(
-                        f"Categories {unseen[:10]} of covariate {key!r} were not seen in training."
-                    )
-
     # -------------------------------------------------------------------------- training
     def _library_statistics(self, likelihood: str, n_batch: int):
         """Mean and sd of log library size per batch and modality (count data only).
@@ -397,38 +360,3 @@ class GDE(
                     means[b, j] = values.mean()
                     stds[b, j] = max(values.std(), 1e-3)
         return means, stds
-
-    # ------------------------------------------------------------------------ save / load
-    def save(self, dir_path: str, overwrite: bool = False, **kwargs) -> None:
-        """Save the model (scvi-tools format) atomically.
-
-        The files are written to a temporary folder beside ``dir_path`` that replaces it only
-        once complete, so a failed save leaves any previous model in ``dir_path`` intact.
-        Other keyword arguments (``prefix``, ``save_anndata``, ...) go to
-        :meth:`scvi.model.base.BaseModelClass.save`.
-        """
-        write_dir_atomic(
-            dir_path,
-            lambda tmp: BaseModelClass.save(self, str(tmp), overwrite=True, **kwargs),
-            overwrite=overwrite,
-        )
-
-    @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, prefix: str | None = None, **kwargs):
-        """Load a saved model; ``adata`` must have the same features in the same order.
-
-        Raises a ``ValueError`` (scvi-tools only warns) when the var names differ.
-        """
-        if adata is not None:
-            registry = cls.load_registry(dir_path, prefix)
-            args = registry[SETUP_ARGS_KEY]
-            if not args.get("obsm_key"):
-                genes, proteins = registered_feature_names(registry)
-                check_feature_names(
-                    adata,
-                    dict(args.get("modalities") or {}),
-                    genes,
-                    proteins,
-                    whose="saved model",
-                )
-        return super().load(dir_path, adata=adata, prefix=prefix, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -251,6 +252,12 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         table.index = pd.Index([str(labels.categories[i]) for i in table.index])
         return table
 
+    def _groups_always_trained(self, labels) -> list[int]:
+        """The control sets: validation never holds them out, every prediction starts there."""
+        pairs = self._pairs(self.adata)
+        controls = set(pairs.index[pairs["perturbation"] == self.control])
+        return [i for i, name in enumerate(labels.categories) if str(name) in controls]
+
     def _set_rows(self, adata) -> dict[str, np.ndarray]:
         """The rows of ``adata`` of every set, by set name (sorted)."""
         labels = self._group_labels(adata)
@@ -372,6 +379,14 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         rng = np.random.default_rng(seed)
         n_val = int(round(validation_fraction * len(perturbations)))
         held = set(rng.choice(perturbations, n_val, replace=False)) if n_val >= 1 else set()
+        if not held:
+            warnings.warn(
+                f"{len(perturbations)} perturbation(s) leave none for validation "
+                f"(validation_fraction={validation_fraction}): the shift predictor trains for "
+                f"all {max_epochs} epochs and its shift is not calibrated (shift_scale_ = 1).",
+                UserWarning,
+                stacklevel=2,
+            )
         is_val = shifts["perturbation"].isin(held).to_numpy()
         history = self._fit_predictor(
             inputs, features, targets, ~is_val, is_val, max_epochs, lr, weight_decay, seed

@@ -11,7 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import ENCODER_TARGET_SUM, X_KEY
-from .._utils import check_int, to_dense
+from .._utils import check_int, check_key_added, to_dense
 from ..data import perturbation_feature_matrix
 from ..tl._perturbation_inputs import pair_index
 
@@ -45,13 +45,15 @@ class PredictionMixin:
         sets themselves come from :meth:`get_distribution_embedding`.
         """
         self._check_if_trained(warn=True)
-        adata = self._validate_anndata(adata)
-        shifts = self._latent_shifts(adata, batch_size)
+        if key_added is not None:
+            check_key_added(key_added)
+        target = self.adata if adata is None else adata
+        shifts = self._latent_shifts(self._validate_anndata(adata), batch_size)
         table = shifts.drop(columns="context").groupby("perturbation", sort=True).mean()
         table.columns = [f"gde_{i}" for i in range(table.shape[1])]
         table.index.name = "perturbation"
         if key_added is not None:
-            adata.uns[key_added] = table
+            target.uns[key_added] = table
         return table
 
     @torch.inference_mode()

@@ -9,7 +9,7 @@ from scvi.data import AnnDataManager, fields
 
 from .._constants import BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY, PROTEIN_KEY, X_KEY
 from ..data import group_labels
-from ._checks import check_group_label_column
+from ._checks import check_cells_and_features, check_group_label_column
 
 
 class SetupMixin:
@@ -59,6 +59,7 @@ class SetupMixin:
             :meth:`predict_group_labels`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        check_cells_and_features(adata, features=obsm_key is None)
         labels = group_labels(adata.obs, group_key)  # clear errors now rather than at training
         check_group_label_column(adata.obs, labels, group_label_key)
         cls._register_anndata(
@@ -165,6 +166,9 @@ class SetupMixin:
                 raise KeyError(f"MuData has no modality {name!r}; it has {list(mdata.mod)}.")
         if rna is None:
             raise ValueError("`modalities` must name the RNA modality: {'rna_layer': ...}.")
+        for name in (rna, protein):
+            if name is not None:
+                check_cells_and_features(mdata.mod[name], what=f"mdata.mod[{name!r}]")
         if protein_layer is not None and protein is None:
             raise ValueError("`protein_layer` needs `modalities={'protein_layer': ...}`.")
         for name, layer in ((rna, rna_layer), (protein, protein_layer)):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import warnings
+
 import numpy as np
 
 from .._constants import GROUP_LABEL_KEY
 from .._utils import check_int
 from ..data import sets_per_epoch
+from ..train._checkpoint import EpochCheckpoint
+from ..train._progress import LineProgress, interactive
 
 #: Training steps that the default number of epochs aims at.
 _DEFAULT_TARGET_STEPS = 2_000
@@ -22,6 +27,8 @@ _EMA_DECAY = 0.999
 _MAX_LR_WARMUP_STEPS = 200
 #: Longest default KL warm-up of the CVAE, in optimizer steps.
 _MAX_KL_WARMUP_STEPS = 1_000
+#: Below this many groups, holding whole groups out for validation gets a warning.
+_FEW_GROUPS = 20
 
 
 class TrainingMixin:
@@ -41,6 +48,7 @@ class TrainingMixin:
         split_seed: int = 0,
         plan_kwargs: dict | None = None,
         min_set_size: int | None = None,
+        checkpoint_dir: str | None = None,
         **trainer_kwargs,
     ):
         """Train the encoder and generator on random sets of cells of each group.
@@ -49,6 +57,10 @@ class TrainingMixin:
         ``set_size`` cells of each (all cells of smaller groups), encodes each set to ``z`` and
         trains the generator to reproduce the set's cells given ``z``. Validation holds out
         whole **groups** (in sets of ``set_size`` cells).
+
+        Ctrl+C stops training and keeps the model with the weights trained so far (a warning
+        says after how many steps). Outside a terminal or notebook (a cluster job, CI) the
+        progress bar is replaced by one line per 10% of the epochs on stderr.
 
         Parameters
         ----------
@@ -83,8 +95,15 @@ class TrainingMixin:
             Training sets draw their size log-uniformly between ``min_set_size`` and
             ``set_size``, so that the encoder learns to embed small and large sets alike.
             Default: ``set_size // 4``; ``min_set_size=set_size`` gives sets of one size.
+        checkpoint_dir
+            Folder where a checkpoint of the training state (weights, weight average,
+            optimizer, epoch) is written at the end of every epoch, as ``last.ckpt``. A run
+            that was stopped (Ctrl+C, a killed job) continues from it with
+            ``train(..., ckpt_path="<checkpoint_dir>/last.ckpt")`` on a model built the same
+            way, up to ``max_epochs``.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``).
+            Passed to :class:`scvi.train.Trainer` (e.g. ``enable_progress_bar=False``, or
+            ``ckpt_path`` to resume from a checkpoint).
         """
         set_size = check_int(set_size, "set_size")
         groups_per_batch = check_int(groups_per_batch, "groups_per_batch")
@@ -107,7 +126,17 @@ class TrainingMixin:
                 if min_set_size is None
                 else check_int(min_set_size, "min_set_size")
             ),
+            always_train=self._groups_always_trained(labels),
         )
+        held_out = splitter.group_names[splitter.val_groups]
+        if 0 < len(held_out) and len(splitter.group_names) < _FEW_GROUPS:
+            warnings.warn(
+                f"Validation holds out {len(held_out)} of only {len(splitter.group_names)} "
+                f"groups ({', '.join(map(str, held_out[:5]))}), whose cells the model never "
+                "trains on. With so few groups, consider `train_size=1.0`.",
+                UserWarning,
+                stacklevel=2,
+            )
         if early_stopping and splitter.n_val == 0:
             raise ValueError("`early_stopping=True` needs validation groups: lower `train_size`.")
         if max_epochs is None:
@@ -128,6 +157,13 @@ class TrainingMixin:
             **(plan_kwargs or {}),
         }
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)
+        if "enable_progress_bar" not in trainer_kwargs and not interactive():
+            # a bar's redraws would fill a log file: print a line per 10% instead
+            trainer_kwargs["enable_progress_bar"] = False
+            trainer_kwargs["callbacks"] = [*(trainer_kwargs.get("callbacks") or []), LineProgress()]
+        if checkpoint_dir is not None:
+            callbacks = trainer_kwargs.get("callbacks") or []
+            trainer_kwargs["callbacks"] = [*callbacks, EpochCheckpoint(checkpoint_dir)]
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
         trainer_kwargs.setdefault("use_distributed_sampler", False)
         trainer_kwargs.setdefault("log_every_n_steps", min(10, splitter.n_batches_train))
@@ -144,4 +180,31 @@ class TrainingMixin:
         )
         self.train_groups_ = [str(g) for g in splitter.group_names[splitter.train_groups]]
         self.validation_groups_ = [str(g) for g in splitter.group_names[splitter.val_groups]]
-        return runner()
+        sigint_handler = signal.getsignal(signal.SIGINT)
+        try:
+            return runner()
+        except SystemExit:
+            # Lightning turns Ctrl+C into SystemExit(1) once it has stopped the trainer (and
+            # scvi-tools has recorded the history); keep what was trained instead
+            if not runner.trainer.interrupted:
+                raise
+            signal.signal(signal.SIGINT, sigint_handler or signal.default_int_handler)
+            self._keep_interrupted_training(runner, training_plan)
+
+    def _groups_always_trained(self, labels) -> list[int]:
+        """Indices of the groups (categories of ``labels``) that validation never holds out."""
+        return []
+
+    def _keep_interrupted_training(self, runner, training_plan) -> None:
+        """After Ctrl+C: a usable model with the weights trained so far, and a warning."""
+        training_plan.on_train_end()  # the averaged weights, as at a normal end
+        self.module.eval()
+        self.is_trained_ = True
+        self.trainer = runner.trainer
+        warnings.warn(
+            f"Training was interrupted (Ctrl+C) after {runner.trainer.global_step:,} steps "
+            f"({runner.trainer.current_epoch} complete epochs); the model keeps the weights "
+            "trained so far and can be used, saved or trained further.",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -11,7 +11,7 @@ from scipy import sparse
 from scipy.spatial.distance import pdist, squareform
 
 from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
-from .._utils import check_int
+from .._utils import check_int, check_key_added
 from ..data import group_labels
 from ..metrics._kernel import DEFAULT_BLOCK_ELEMENTS
 
@@ -109,8 +109,7 @@ def group_distances(
         raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
     if key_added is None:
         key_added = f"{key}_distances_{method}"
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    check_key_added(key_added)
     if method == "euclidean":
         if use_rep is not None:
             raise ValueError(

@@ -71,11 +71,16 @@ def training_shifts(
     """Shifts of the training pairs, the parsed pairs, and the control (all checked)."""
     if adata.var_names.has_duplicates:
         raise ValueError("adata.var_names has duplicates; make them unique first.")
-    train_pairs = parse_pairs(train, context_key, "train")
     predict_pairs = parse_pairs(predict, context_key, "predict")
     shifts, _, control_object = shifts_and_control(
         adata, perturbation_key, control, context_key, layer
     )
+    if train is None:  # every perturbed pair of adata that is not predicted
+        predicted = {p if c is None else (p, c) for p, c in predict_pairs}
+        train = [key for key in shifts.index if key not in predicted]
+        if not train:
+            raise ValueError("adata has no perturbed pairs besides those of `predict`.")
+    train_pairs = parse_pairs(train, context_key, "train")
     present = set(shifts.index)
     keys = [p if c is None else (p, c) for p, c in train_pairs]
     missing = [pair for pair, key in zip(train_pairs, keys, strict=True) if key not in present]
@@ -236,7 +241,8 @@ def mean_shift_baseline(
         so every context of ``predict`` needs control cells.
     train
         Training perturbations, or ``(perturbation, context)`` pairs with ``context_key``; all
-        must have cells in ``adata``.
+        must have cells in ``adata``. ``None``: every perturbed pair of ``adata`` that is not
+        in ``predict``.
     predict
         Perturbations or pairs to predict (they need no cells in ``adata``).
     context_key

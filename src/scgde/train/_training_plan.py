@@ -17,6 +17,7 @@ class GDETrainingPlan(TrainingPlan):
       ``min(ema_decay, (1 + step) / (10 + step))`` (short runs average over fewer steps), and
       copied into the module when training ends: the embedding, sampling and saving all use the
       averaged weights. ``ema_decay=None`` keeps the last weights.
+    - A loss that is not finite stops training with a ``FloatingPointError`` naming the step.
 
     Parameters
     ----------
@@ -73,7 +74,15 @@ class GDETrainingPlan(TrainingPlan):
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        """Update the weight average after each optimizer step."""
+        """Stop with a clear error if the loss is not finite; update the weight average."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            self.on_train_end()  # the average of the weights before this step, if any
+            raise FloatingPointError(
+                f"Training diverged at step {self.global_step} (epoch {self.current_epoch}): "
+                f"the loss is {float(loss)}. Lower the learning rate (`lr`) or check the data "
+                "for extreme values."
+            )
         if self.ema_decay is None:
             return
         state = self._averaged_state()
@@ -84,6 +93,19 @@ class GDETrainingPlan(TrainingPlan):
         decay = min(self.ema_decay, (1 + self._ema_updates) / (10 + self._ema_updates))
         for name, value in state.items():
             self._ema[name].lerp_(value.detach(), 1 - decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the weight average in Lightning checkpoints (to resume training)."""
+        if self._ema is not None:
+            checkpoint["gde_ema"] = {name: value.cpu() for name, value in self._ema.items()}
+            checkpoint["gde_ema_updates"] = self._ema_updates
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the weight average of a checkpoint."""
+        if "gde_ema" in checkpoint:
+            device = next(self.module.parameters()).device
+            self._ema = {name: value.to(device) for name, value in checkpoint["gde_ema"].items()}
+            self._ema_updates = checkpoint["gde_ema_updates"]
 
     @torch.no_grad()
     def on_train_end(self):

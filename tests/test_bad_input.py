@@ -116,7 +116,74 @@ def test_combined_group_names_that_collide_are_refused():
         group_labels(obs, ["a", "b"])
 
 
+@pytest.mark.parametrize(
+    ("setup", "change", "error", "message"),
+    [
+        ({"batch_key": "batch"}, lambda a: a.obs.drop(columns="batch", inplace=True),
+         KeyError, "no column 'batch'"),
+        ({"batch_key": "batch"}, lambda a: a.obs.__setitem__("batch", [np.nan] + [1] * 179),
+         ValueError, "1 missing values; every cell needs a batch"),
+        ({"categorical_covariate_keys": ["site"]},
+         lambda a: a.obs.__setitem__("site", ["x", None] * 90), ValueError, "90 missing values"),
+        ({"continuous_covariate_keys": ["age"]},
+         lambda a: a.obs.__setitem__("age", [np.nan] + [1.0] * 179), ValueError, "missing or inf"),
+        ({"continuous_covariate_keys": ["age"]},
+         lambda a: a.obs.__setitem__("age", ["y"] * 180), ValueError, "must be numeric"),
+        ({}, lambda a: setattr(a, "X", None), ValueError, "adata.X is empty"),
+    ],
+)  # fmt: skip
+def test_bad_covariate_columns_fail_before_anything_is_registered(setup, change, error, message):
+    adata = counts()
+    change(adata)
+    before = snapshot(adata) if adata.X is not None else None
+    with pytest.raises(error, match=message):
+        GDE.setup_anndata(adata, group_key="group", **setup)
+    assert not any(k.startswith("_scvi") for k in [*adata.obs.columns, *adata.uns, *adata.obsm])
+    if before is not None:
+        assert_unchanged(adata, before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"lr": -1.0}, ValueError, "`lr` must be a positive number"),
+        ({"plan_kwargs": {"no_such_option": 1}}, TypeError, "Unknown `plan_kwargs`"),
+    ],
+)
+def test_bad_training_arguments_fail_before_training(trained, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        trained.train(max_epochs=1, **kwargs)
+
+
 # ------------------------------------------------------------------------------ new data
+def test_a_mudata_for_a_model_set_up_on_an_anndata(trained):
+    mudata = pytest.importorskip("mudata")
+    with pytest.raises(TypeError, match="set up on an AnnData"):
+        trained.get_distribution_embedding(mudata.MuData({"rna": counts()}), key_added=None)
+
+
+def test_empty_groups_indices_out_of_range_and_reserved_keys(trained):
+    new = counts(seed=1)
+    with pytest.raises(ValueError, match="`groups` is empty"):
+        trained.get_distribution_embedding(new, groups=[], key_added=None)
+    with pytest.raises(IndexError, match="outside the 180 cells"):
+        trained.get_latent_representation(new, indices=[0, 5000])
+    np.testing.assert_allclose(
+        trained.get_latent_representation(new, indices=[-1]),
+        trained.get_latent_representation(new, indices=[179]),
+    )
+    with pytest.raises(ValueError, match="reserved"):
+        trained.get_distribution_embedding(new, key_added="gde")
+
+
+def test_embeddings_to_sample_from_need_rows_and_unique_names(trained):
+    with pytest.raises(ValueError, match="no rows"):
+        trained.sample(embedding=np.zeros((0, 4)), n_cells=2)
+    table = pd.DataFrame(np.zeros((2, 4)), index=["a", "a"])
+    with pytest.raises(ValueError, match=r"duplicated row names \['a'\]"):
+        trained.sample(embedding=table, n_cells=2)
+
+
 def test_batches_stored_as_strings_are_the_training_batches(trained):
     as_ints = counts(seed=1)
     as_strings = counts(seed=1)
@@ -131,7 +198,7 @@ def test_batches_stored_as_strings_are_the_training_batches(trained):
 def test_missing_batch_column_names_the_column(trained):
     new = counts(seed=1)
     del new.obs["batch"]
-    with pytest.raises(KeyError, match="no column 'batch'"):
+    with pytest.raises(KeyError, match="no column .batch. \\(batch or covariate\\)"):
         trained.get_distribution_embedding(new, key_added=None)
 
 
@@ -243,6 +310,14 @@ def test_load_of_another_class_or_a_newer_format(trained, tmp_path, info, messag
     (tmp_path / "m" / "scgde.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match=message):
         GDE.load(tmp_path / "m")
+
+
+def test_load_without_data_of_a_model_saved_without_data(trained, tmp_path):
+    trained.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="holds no data"):
+        GDE.load(tmp_path / "m")
+    trained.save(tmp_path / "with_data", save_anndata=True)
+    assert GDE.load(tmp_path / "with_data").adata.n_obs == 180
 
 
 def test_save_onto_a_file_or_a_foreign_folder_keeps_them(trained, tmp_path):
@@ -375,11 +450,13 @@ def test_one_perturbation_warns_that_the_predictor_has_no_validation():
 
 def test_mean_shift_baseline_trains_on_all_other_pairs_by_default():
     adata = few_sets(n_perturbations=4)
+    args = {"perturbation_key": "perturbation", "control": "control", "context_key": "context"}
+    with pytest.warns(UserWarning, match="looks like raw counts"):
+        mean_shift_baseline(adata, train=None, predict=[("G0005", "context_0")], **args)
     adata.X = np.log1p(adata.X.toarray() if sparse.issparse(adata.X) else adata.X)
     pairs = adata.obs.loc[adata.obs["perturbation"] != "control", ["perturbation", "context"]]
     pairs = sorted(set(map(tuple, pairs.astype(str).to_numpy())))
     predict = [pairs[0]]
-    args = {"perturbation_key": "perturbation", "control": "control", "context_key": "context"}
     default = mean_shift_baseline(adata, train=None, predict=predict, **args)
     explicit = mean_shift_baseline(adata, train=pairs[1:], predict=predict, **args)
     pd.testing.assert_frame_equal(default.uns["predicted_shift"], explicit.uns["predicted_shift"])
@@ -514,3 +591,12 @@ def test_chunked_encoding_equals_encoding_at_once(set_sizes, chunk, seed):
     with torch.no_grad():
         whole = encoder(x, set_ids, len(set_sizes))
     torch.testing.assert_close(encoder.encode_streaming(chunks, len(set_sizes)), whole)
+
+
+def test_perturbation_models_refuse_a_group_label_key():
+    adata = few_sets()
+    with pytest.raises(TypeError, match="no group classifier"):
+        PerturbationGDE.setup_anndata(
+            adata, perturbation_key="perturbation", control="control", group_label_key="context"
+        )
+    assert not any(k.startswith("_scvi") for k in adata.uns)

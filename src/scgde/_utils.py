@@ -45,17 +45,20 @@ def check_int(value, name: str, minimum: int = 1, allow_none: bool = False) -> i
     return int(value)
 
 
-def check_key_added(key_added: str, name: str = "key_added") -> str:
+def check_key_added(key_added: str, name: str = "key_added", reserved: tuple = ()) -> str:
     """``key_added`` if AnnData can store and write it as a key of ``uns``/``obsm``.
 
     Raises
     ------
     ValueError
-        If it is not a non-empty string, or contains ``"/"`` (``write_h5ad`` cannot store such
-        a key: it is the path separator of HDF5 and zarr).
+        If it is not a non-empty string, is one of the ``reserved`` keys (written by the same
+        call), or contains ``"/"`` (``write_h5ad`` cannot store such a key: it is the path
+        separator of HDF5 and zarr).
     """
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"`{name}` must be a non-empty string, got {key_added!r}.")
+    if key_added in reserved:
+        raise ValueError(f"`{name}` {key_added!r} is reserved for scgde's settings; use another.")
     if "/" in key_added:
         raise ValueError(
             f"`{name}` {key_added!r} contains '/', which AnnData cannot write to .h5ad or "

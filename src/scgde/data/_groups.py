@@ -117,6 +117,8 @@ def cells_of_groups(
         names = [str(c) for c in labels.categories]
     else:
         names = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
+        if not names:
+            raise ValueError("`groups` is empty; pass None to use every group.")
         if len(set(names)) != len(names):
             raise ValueError("`groups` contains duplicates.")
         present = set(labels.categories)

@@ -80,3 +80,40 @@ def check_cells_and_features(adata, what: str = "adata", features: bool = True) 
             f"{list(duplicated.unique()[:5])}); scgde matches genes by name. Call "
             f"`{what}.var_names_make_unique()` first."
         )
+
+
+def check_covariate_columns(
+    obs: pd.DataFrame,
+    batch_key: str | None,
+    categorical_keys: list[str] | None,
+    continuous_keys: list[str] | None,
+) -> None:
+    """Clear errors for batch and covariate columns that registration cannot use: missing
+    columns, missing values, non-numeric or non-finite continuous covariates."""
+    categorical = ([batch_key] if batch_key is not None else []) + list(categorical_keys or [])
+    continuous = list(continuous_keys or [])
+    for key in [*categorical, *continuous]:
+        if key not in obs.columns:
+            raise KeyError(
+                f"adata.obs has no column {key!r} (batch or covariate); available: "
+                f"{list(obs.columns)}."
+            )
+    for key in categorical:
+        n_missing = int(obs[key].isna().sum())
+        if n_missing:
+            raise ValueError(
+                f"adata.obs[{key!r}] has {n_missing} missing values; every cell needs a "
+                f"{'batch' if key == batch_key else 'category'}. Fill them (e.g. 'unknown') or "
+                "drop those cells."
+            )
+    for key in continuous:
+        column = obs[key]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            raise ValueError(
+                f"Continuous covariate adata.obs[{key!r}] has dtype {column.dtype}; it must be "
+                "numeric (pass categories as `categorical_covariate_keys`)."
+            )
+        if not np.isfinite(column.to_numpy(dtype=np.float64)).all():
+            raise ValueError(
+                f"Continuous covariate adata.obs[{key!r}] has missing or infinite values."
+            )

@@ -99,7 +99,7 @@ class EmbeddingMixin:
         """
         self._check_if_trained(warn=True)
         if key_added is not None:
-            check_key_added(key_added)
+            check_key_added(key_added, reserved=(UNS_SETTINGS_KEY,))
         target = self.adata if adata is None else adata
         data = self._validate_anndata(adata)
         names, z, _, cell_indices, cell_group_ids = self._embed(data, groups, batch_size)
@@ -181,10 +181,18 @@ class EmbeddingMixin:
         if not hasattr(self.module.generator, "cell_latent"):
             raise NotImplementedError("This generator has no per-cell latent representation.")
         adata = self._validate_anndata(adata)
+        wanted = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if wanted.ndim != 1 or not np.issubdtype(wanted.dtype, np.integer):
+            raise TypeError("`indices` must be a 1-d sequence of integer row positions.")
+        if wanted.size and (wanted.min() < -adata.n_obs or wanted.max() >= adata.n_obs):
+            raise IndexError(
+                f"`indices` holds positions outside the {adata.n_obs} cells of the data "
+                f"(from {wanted.min()} to {wanted.max()})."
+            )
+        wanted = wanted % adata.n_obs if wanted.size else wanted
         embedded = self._embed(adata, None, batch_size)
         group_of_cell = np.empty(adata.n_obs, dtype=np.int64)
         group_of_cell[embedded.cell_indices] = embedded.cell_group_ids
-        wanted = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         z_t = torch.as_tensor(embedded.z, device=self.device)
         out = []
         data = self._registered(adata)

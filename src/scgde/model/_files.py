@@ -109,6 +109,12 @@ class SaveLoadMixin:
         scgde, or ``adata`` with other var names (scvi-tools only warns) raises a clear error.
         """
         weights = check_model_folder(dir_path, prefix, cls.__name__)
+        saved_data = [weights.with_name(f"{prefix or ''}{name}") for name in _MODEL_FILES[1:]]
+        if adata is None and not any(path.is_file() for path in saved_data):
+            raise ValueError(
+                f"{dir_path} holds no data (the model was saved without `save_anndata=True`): "
+                f"pass the data it was trained on, `{cls.__name__}.load(dir_path, adata)`."
+            )
         try:
             registry = cls.load_registry(dir_path, prefix)
         except Exception as err:  # torch/pickle/zip errors of a damaged file

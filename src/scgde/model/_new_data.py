@@ -7,7 +7,12 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import BATCH_KEY, CAT_COVS_KEY
-from ._checks import check_cells_and_features, check_feature_names, distinct_strings
+from ._checks import (
+    check_cells_and_features,
+    check_covariate_columns,
+    check_feature_names,
+    distinct_strings,
+)
 
 #: Working copies whose scvi-tools registration a model keeps (older ones are deregistered,
 #: so that repeated calls on new data do not accumulate them).
@@ -79,6 +84,13 @@ class NewDataMixin:
         """Clear errors for new data the model cannot read; returns the registered categories
         of its categorical obs columns (batch and covariates)."""
         args = self._setup_args
+        if isinstance(adata, AnnData) == bool(self._modalities):
+            kind, method = (
+                ("a MuData", "setup_mudata")
+                if self._modalities
+                else ("an AnnData", "setup_anndata")
+            )
+            raise TypeError(f"The model was set up on {kind} ({method}); pass {kind}.")
         check_cells_and_features(adata, features=False)
         if args.get("obsm_key") is None:
             check_feature_names(adata, self._modalities, self.var_names, self.protein_names)
@@ -97,12 +109,8 @@ class NewDataMixin:
         if cat_keys:
             mappings = self.adata_manager.get_state_registry(CAT_COVS_KEY).mappings
             categories.update({key: list(mappings[key]) for key in cat_keys})
-        for key in [*categories, *(args.get("continuous_covariate_keys") or [])]:
-            if key not in adata.obs.columns:
-                raise KeyError(
-                    f"adata.obs has no column {key!r}, which the model was set up with (batch "
-                    "or covariate). The generator is conditioned on it: add it to adata.obs."
-                )
+        continuous_keys = args.get("continuous_covariate_keys")
+        check_covariate_columns(adata.obs, batch_key, cat_keys, continuous_keys)
         for key, known in categories.items():
             unseen = sorted(distinct_strings(adata.obs[key]) - {str(c) for c in known})
             if unseen:

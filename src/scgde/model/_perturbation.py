@@ -19,6 +19,8 @@ from ..data import (
     perturbation_feature_matrix,
     perturbation_parts,
 )
+from ..module import PerturbationGDEModule
+from ..train._shift_predictor import fit_shift_predictor
 from ._gde import GDE
 from ._knockdown import KnockdownMixin
 from ._perturbation_prediction import PredictionMixin
@@ -78,6 +80,8 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
     >>> predicted = model.predict(held_out, contexts="K562", n_cells=500)
     >>> predicted.uns["predicted_shift"]  # pseudobulk shift over the context's control
     """
+
+    _module_cls = PerturbationGDEModule
 
     def __init__(
         self,
@@ -144,6 +148,11 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         layer, batch_key, categorical_covariate_keys, continuous_covariate_keys, obsm_key
             As in :meth:`scgde.model.GDE.setup_anndata`.
         """
+        if "group_label_key" in kwargs:
+            raise TypeError(
+                "PerturbationGDE has no group classifier, so it takes no `group_label_key`; "
+                "use GDE.setup_anndata for labelled groups."
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         _check_perturbation_columns(adata.obs, perturbation_key, control, context_key)
         cls._register_anndata(
@@ -416,40 +425,21 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
     def _fit_predictor(
         self, inputs, features, targets, train, validation, n_epochs, lr, weight_decay, seed
     ) -> pd.DataFrame:
-        predictor = self.module.shift_predictor
-        device = self.device
-        torch.manual_seed(seed)
-        for module in predictor.body.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        torch.nn.init.zeros_(predictor.body[-1].weight)
-        torch.nn.init.zeros_(predictor.body[-1].bias)
+        def tensor(a, dtype=torch.float32):
+            return torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
 
-        def tensor(a):
-            return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
-
-        z, f, y = tensor(inputs), tensor(features), tensor(targets)
-        predictor.set_statistics(y[train].mean(0), f[train])
-        optimizer = torch.optim.Adam(predictor.parameters(), lr=lr, weight_decay=weight_decay)
-        records = []
-        for _ in range(n_epochs):
-            predictor.train()
-            optimizer.zero_grad()
-            loss = torch.mean((predictor(z[train], f[train]) - y[train]) ** 2)
-            loss.backward()
-            optimizer.step()
-            predictor.eval()
-            with torch.no_grad():
-                val = (
-                    float(
-                        torch.mean((predictor(z[validation], f[validation]) - y[validation]) ** 2)
-                    )
-                    if validation.any()
-                    else np.nan
-                )
-            records.append({"train_mse": float(loss.detach()), "validation_mse": val})
-        predictor.eval()
-        return pd.DataFrame(records, index=pd.RangeIndex(1, n_epochs + 1, name="epoch"))
+        return fit_shift_predictor(
+            self.module.shift_predictor,
+            tensor(inputs),
+            tensor(features),
+            tensor(targets),
+            tensor(train, torch.bool),
+            tensor(validation, torch.bool),
+            n_epochs,
+            lr,
+            weight_decay,
+            seed,
+        )
 
 
 def _check_perturbation_columns(

@@ -185,9 +185,14 @@ class SamplingMixin:
         else:
             z = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
             names = [f"embedding_{i}" for i in range(z.shape[0])]
-        if z.shape[1] != self.module.n_latent or not np.isfinite(z).all():
+        if z.ndim != 2 or z.shape[1] != self.module.n_latent or not np.isfinite(z).all():
             raise ValueError(
                 f"`embedding` must be finite with {self.module.n_latent} columns, "
                 f"got shape {z.shape}."
             )
+        if z.shape[0] == 0:
+            raise ValueError("`embedding` has no rows: there is nothing to generate from.")
+        if len(set(names)) != len(names):
+            duplicated = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"`embedding` has duplicated row names {duplicated[:5]}.")
         return names, z

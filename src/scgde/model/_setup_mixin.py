@@ -9,7 +9,11 @@ from scvi.data import AnnDataManager, fields
 
 from .._constants import BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY, PROTEIN_KEY, X_KEY
 from ..data import group_labels
-from ._checks import check_cells_and_features, check_group_label_column
+from ._checks import (
+    check_cells_and_features,
+    check_covariate_columns,
+    check_group_label_column,
+)
 
 
 class SetupMixin:
@@ -30,9 +34,10 @@ class SetupMixin:
     ):
         """Register an AnnData for GDE.
 
-        Adds to ``adata`` only what scvi-tools registration adds: ``obs`` columns
-        ``_scvi_batch`` (and ``_scvi_extra_*`` codes for covariates) and ``uns`` keys
-        ``_scvi_uuid`` and ``_scvi_manager_uuid``.
+        Adds to ``adata`` only what scvi-tools registration adds: the ``obs`` column
+        ``_scvi_batch`` (and ``obsm["_scvi_extra_*"]`` codes for covariates) and ``uns`` keys
+        ``_scvi_uuid`` and ``_scvi_manager_uuid``. Bad input (no cells or genes, duplicated
+        gene names, missing columns or values) raises before anything is added.
 
         Parameters
         ----------
@@ -92,6 +97,14 @@ class SetupMixin:
             raise KeyError(f"adata.obsm has no {obsm_key!r}; available: {list(adata.obsm)}.")
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"adata.layers has no {layer!r}; available: {list(adata.layers)}.")
+        if layer is None and obsm_key is None and adata.X is None:
+            raise ValueError(
+                f"adata.X is empty; pass `layer`, the layer that holds the data (layers: "
+                f"{list(adata.layers)})."
+            )
+        check_covariate_columns(
+            adata.obs, batch_key, categorical_covariate_keys, continuous_covariate_keys
+        )
         x_field = (
             fields.ObsmField(X_KEY, obsm_key)
             if obsm_key is not None
@@ -177,6 +190,9 @@ class SetupMixin:
                     f"Modality {name!r} has no layer {layer!r}; it has "
                     f"{list(mdata.mod[name].layers)}."
                 )
+        check_covariate_columns(
+            mdata.obs, batch_key, categorical_covariate_keys, continuous_covariate_keys
+        )
         mudata_fields = [
             fields.MuDataLayerField(
                 X_KEY, rna_layer, mod_key=rna, is_count_data=False, mod_required=True

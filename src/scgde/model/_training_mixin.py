@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import numbers
 import signal
 import warnings
 
@@ -145,6 +147,9 @@ class TrainingMixin:
         max_epochs = check_int(max_epochs, "max_epochs")
         if lr is None:
             lr = _BASE_LR * min(groups_per_batch / _BASE_GROUPS_PER_BATCH, _MAX_LR_SCALE)
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < np.inf:
+            raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
+        self._check_plan_kwargs(plan_kwargs)
         planned_steps = max_epochs * splitter.n_batches_train
         plan_kwargs = {
             "lr": float(lr),
@@ -190,6 +195,20 @@ class TrainingMixin:
                 raise
             signal.signal(signal.SIGINT, sigint_handler or signal.default_int_handler)
             self._keep_interrupted_training(runner, training_plan)
+
+    def _check_plan_kwargs(self, plan_kwargs: dict | None) -> None:
+        """A ``TypeError`` now for ``plan_kwargs`` the training plan does not take (scvi-tools
+        would pass them on to the module's loss and fail at the first step)."""
+        known = set()
+        for cls in type(self)._training_plan_cls.__mro__:
+            if "__init__" in vars(cls):
+                known |= set(inspect.signature(cls.__init__).parameters)
+        known -= {"self", "module", "args", "kwargs", "loss_kwargs"}
+        unknown = sorted(set(plan_kwargs or {}) - known)
+        if unknown:
+            raise TypeError(
+                f"Unknown `plan_kwargs` {unknown}; the training plan takes {sorted(known)}."
+            )
 
     def _groups_always_trained(self, labels) -> list[int]:
         """Indices of the groups (categories of ``labels``) that validation never holds out."""

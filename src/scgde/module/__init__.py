@@ -1,5 +1,6 @@
 """Torch modules (scvi-tools ``BaseModuleClass``) that implement GDE."""
 
 from ._gde import GDEModule
+from ._perturbation import PerturbationGDEModule
 
-__all__ = ["GDEModule"]
+__all__ = ["GDEModule", "PerturbationGDEModule"]

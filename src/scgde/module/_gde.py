@@ -20,7 +20,7 @@ from .._constants import (
     UNLABELED_CODE,
     X_KEY,
 )
-from ..nn import ShiftPredictor, make_encoder, make_generator
+from ..nn import make_encoder, make_generator
 from ..nn._blocks import block_slices, block_totals
 from ..nn._conditional_mlp import MIN_FEATURE_STD
 from ..nn._mlp import mlp
@@ -74,12 +74,6 @@ class GDEModule(BaseModuleClass):
         baseline for the semi-supervised model).
     n_proteins
         Number of protein features (0: RNA only). Needs a count likelihood.
-    n_perturbation_features
-        With a number (perturbation models): a :class:`~scgde.nn.ShiftPredictor` from a
-        control embedding and that many perturbation features to the perturbed embedding's
-        shift, trained after the embedding (see :class:`scgde.model.PerturbationGDE`).
-    predictor_kwargs
-        Passed to the shift predictor (``n_hidden``, ``n_layers``, ``dropout``).
     input_mean, input_std
         Continuous data only: per-feature mean and standard deviation of the training data;
         the set encoder reads ``(x - input_mean) / input_std`` (``std`` floored at 1e-3).
@@ -104,8 +98,6 @@ class GDEModule(BaseModuleClass):
         classification_ratio: float = 50.0,
         generative_weight: float = 1.0,
         n_proteins: int = 0,
-        n_perturbation_features: int | None = None,
-        predictor_kwargs: dict | None = None,
         input_mean: np.ndarray | None = None,
         input_std: np.ndarray | None = None,
     ):
@@ -133,11 +125,6 @@ class GDEModule(BaseModuleClass):
         self.classification_ratio = classification_ratio
         self.generative_weight = generative_weight
         self.classifier = mlp(n_latent, n_labels, n_hidden=64, n_layers=1) if n_labels else None
-        self.shift_predictor = (
-            ShiftPredictor(n_latent, n_perturbation_features, **(predictor_kwargs or {}))
-            if n_perturbation_features is not None
-            else None
-        )
         shape = (max(n_batch, 1), len(self.block_sizes))
         mean = np.zeros(shape) if library_log_mean is None else np.asarray(library_log_mean)
         std = np.ones(shape) if library_log_std is None else np.asarray(library_log_std)

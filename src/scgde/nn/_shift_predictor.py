@@ -36,11 +36,21 @@ class ShiftPredictor(nn.Module):
     ):
         super().__init__()
         self.body = mlp(n_latent + n_features, n_latent, n_hidden, n_layers, dropout)
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
+        self._zero_output()
         self.register_buffer("mean_shift", torch.zeros(n_latent))
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_scale", torch.ones(n_features))
+
+    def reset_parameters(self) -> None:
+        """Fresh random weights (from torch's global generator), with the output layer at zero."""
+        for module in self.body.modules():
+            if module is not self.body and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        self._zero_output()
+
+    def _zero_output(self) -> None:
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
 
     def set_statistics(self, mean_shift: torch.Tensor, features: torch.Tensor) -> None:
         """Store the training mean shift and the features' mean and scale."""

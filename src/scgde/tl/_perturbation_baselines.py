@@ -9,14 +9,15 @@ return predicted cells (control cells plus the shift) that
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._utils import check_int, dense_rows
-from ..data import split_combination
+from .._utils import check_int, dense_rows, layer_matrix
+from ..data import looks_like_counts, split_combination
 from ._perturbation_inputs import Control, names_list, pair_index, shifts_and_control
 
 Pair = tuple[str, "str | None"]
@@ -72,6 +73,14 @@ def training_shifts(
     if adata.var_names.has_duplicates:
         raise ValueError("adata.var_names has duplicates; make them unique first.")
     predict_pairs = parse_pairs(predict, context_key, "predict")
+    if looks_like_counts(layer_matrix(adata, layer)):
+        warnings.warn(
+            "The expression looks like raw counts (all values are non-negative integers); the "
+            "baselines shift log-normalised expression (e.g. sc.pp.normalize_total + "
+            "sc.pp.log1p).",
+            UserWarning,
+            stacklevel=3,
+        )
     shifts, _, control_object = shifts_and_control(
         adata, perturbation_key, control, context_key, layer
     )

@@ -60,10 +60,6 @@ def _blocked_pairwise_sum(
     return total
 
 
-def _sqrt_inplace(block: np.ndarray) -> np.ndarray:
-    return np.sqrt(block, out=block)
-
-
 def energy_distance(x, y, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> float:
     r"""Squared energy distance between two point sets (V-statistic).
 
@@ -97,12 +93,46 @@ def energy_distance(x, y, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> float
         The squared energy distance (>= 0; round-off is clipped).
     """
     x, y = as_point_pair(x, y)
-    x, y = _centre(x, y)
-    n, m = x.shape[0], y.shape[0]
-    mean_xy = _blocked_pairwise_sum(x, y, _sqrt_inplace, block_elements) / (n * m)
-    mean_xx = _blocked_pairwise_sum(x, x, _sqrt_inplace, block_elements, same=True) / (n * n)
-    mean_yy = _blocked_pairwise_sum(y, y, _sqrt_inplace, block_elements, same=True) / (m * m)
-    return max(2.0 * mean_xy - mean_xx - mean_yy, 0.0)
+    if block_elements < 1:
+        raise ValueError(f"block_elements must be positive, got {block_elements}.")
+    sizes = np.array([x.shape[0], y.shape[0]])
+    return float(energy_matrix(np.concatenate([x, y]), sizes, block_elements)[0, 1])
+
+
+def energy_matrix(
+    points: np.ndarray, sizes: np.ndarray, block_elements: int = DEFAULT_BLOCK_ELEMENTS
+) -> np.ndarray:
+    """Squared energy distances (V-statistics) between consecutive blocks of ``points``.
+
+    Block ``g`` is the next ``sizes[g]`` rows. Each pairwise distance is computed once, in row
+    blocks of at most ``block_elements`` distances, and summed per pair of groups; the result
+    is exactly symmetric with a zero diagonal. :func:`energy_distance` is its two-set case.
+    """
+    points = points - points.mean(axis=0)  # distances are unchanged; round-off is smaller
+    n = points.shape[0]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    group_of_row = np.repeat(np.arange(len(sizes)), sizes)
+    squared = np.einsum("ij,ij->i", points, points)
+    rows = max(1, block_elements // n)
+    sums = np.zeros((len(sizes), len(sizes)))
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        block = points[start:stop] @ points.T
+        block *= -2.0
+        block += squared[start:stop, None]
+        block += squared[None, :]
+        np.maximum(block, 0.0, out=block)
+        block[np.arange(stop - start), np.arange(start, stop)] = 0.0  # exact self-distances
+        np.sqrt(block, out=block)
+        per_group = np.add.reduceat(block, starts, axis=1)  # (rows, groups)
+        np.add.at(sums, group_of_row[start:stop], per_group)
+    means = sums / np.outer(sizes, sizes)
+    within = np.diag(means).copy()
+    energy = 2.0 * means - within[:, None] - within[None, :]
+    energy = 0.5 * (energy + energy.T)  # exactly symmetric (addition commutes)
+    np.maximum(energy, 0.0, out=energy)
+    np.fill_diagonal(energy, 0.0)
+    return energy
 
 
 def median_bandwidth(x, y, max_points: int = MEDIAN_MAX_POINTS, seed: int = 0) -> float:

@@ -13,7 +13,7 @@ from scipy.spatial.distance import pdist, squareform
 from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
 from .._utils import check_int, check_key_added
 from ..data import group_labels
-from ..metrics._kernel import DEFAULT_BLOCK_ELEMENTS
+from ..metrics._kernel import energy_matrix
 
 METHODS = ("euclidean", "energy")
 #: Representation used by ``method="energy"`` when ``use_rep`` is not given.
@@ -234,38 +234,3 @@ def _energy(
     if not np.isfinite(points).all():
         raise ValueError(f"The representation {use_rep!r} contains NaN or infinite values.")
     return [str(c) for c in labels.categories], energy_matrix(points, sizes)
-
-
-def energy_matrix(
-    points: np.ndarray, sizes: np.ndarray, block_elements: int = DEFAULT_BLOCK_ELEMENTS
-) -> np.ndarray:
-    """Squared energy distances between consecutive blocks of ``points`` of the given sizes.
-
-    Equals :func:`scgde.metrics.energy_distance` for every pair of groups (up to round-off),
-    with each pairwise distance computed once per ordered pair instead of three times per pair.
-    """
-    points = points - points.mean(axis=0)  # distances are unchanged; round-off is smaller
-    n = points.shape[0]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    group_of_row = np.repeat(np.arange(len(sizes)), sizes)
-    squared = np.einsum("ij,ij->i", points, points)
-    rows = max(1, block_elements // n)
-    sums = np.zeros((len(sizes), len(sizes)))
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        block = points[start:stop] @ points.T
-        block *= -2.0
-        block += squared[start:stop, None]
-        block += squared[None, :]
-        np.maximum(block, 0.0, out=block)
-        block[np.arange(stop - start), np.arange(start, stop)] = 0.0  # exact self-distances
-        np.sqrt(block, out=block)
-        per_group = np.add.reduceat(block, starts, axis=1)  # (rows, groups)
-        np.add.at(sums, group_of_row[start:stop], per_group)
-    means = sums / np.outer(sizes, sizes)
-    within = np.diag(means).copy()
-    energy = 2.0 * means - within[:, None] - within[None, :]
-    energy = 0.5 * (energy + energy.T)  # exactly symmetric (addition commutes)
-    np.maximum(energy, 0.0, out=energy)
-    np.fill_diagonal(energy, 0.0)
-    return energy

@@ -189,7 +189,7 @@ class EmbeddingMixin:
                 f"`indices` holds positions outside the {adata.n_obs} cells of the data "
                 f"(from {wanted.min()} to {wanted.max()})."
             )
-        wanted = wanted % adata.n_obs if wanted.size else wanted
+        wanted = wanted % adata.n_obs  # negative positions count from the end
         embedded = self._embed(adata, None, batch_size)
         group_of_cell = np.empty(adata.n_obs, dtype=np.int64)
         group_of_cell[embedded.cell_indices] = embedded.cell_group_ids

@@ -17,8 +17,10 @@ from ._checks import check_feature_names, registered_feature_names
 INFO_FILE = "scgde.json"
 #: Version of the folder layout; ``load`` refuses folders written with a newer one.
 FORMAT_VERSION = 1
+#: The data files scvi-tools saves with ``save_anndata=True`` (each after ``prefix``).
+_DATA_FILES = ("adata.h5ad", "mdata.h5mu")
 #: Files a saved model folder may hold (``prefix`` + these, and the sidecar).
-_MODEL_FILES = ("model.pt", "adata.h5ad", "mdata.h5mu")
+_MODEL_FILES = ("model.pt", *_DATA_FILES)
 
 
 def write_model_info(folder: Path, model_class: str) -> None:
@@ -109,7 +111,7 @@ class SaveLoadMixin:
         scgde, or ``adata`` with other var names (scvi-tools only warns) raises a clear error.
         """
         weights = check_model_folder(dir_path, prefix, cls.__name__)
-        saved_data = [weights.with_name(f"{prefix or ''}{name}") for name in _MODEL_FILES[1:]]
+        saved_data = [weights.with_name(f"{prefix or ''}{name}") for name in _DATA_FILES]
         if adata is None and not any(path.is_file() for path in saved_data):
             raise ValueError(
                 f"{dir_path} holds no data (the model was saved without `save_anndata=True`): "

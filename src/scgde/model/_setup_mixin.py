@@ -8,6 +8,7 @@ from anndata import AnnData
 from scvi.data import AnnDataManager, fields
 
 from .._constants import BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY, PROTEIN_KEY, X_KEY
+from .._utils import layer_matrix
 from ..data import group_labels
 from ._checks import (
     check_cells_and_features,
@@ -95,13 +96,8 @@ class SetupMixin:
             raise ValueError("Pass either `layer` or `obsm_key`, not both.")
         if obsm_key is not None and obsm_key not in adata.obsm:
             raise KeyError(f"adata.obsm has no {obsm_key!r}; available: {list(adata.obsm)}.")
-        if layer is not None and layer not in adata.layers:
-            raise KeyError(f"adata.layers has no {layer!r}; available: {list(adata.layers)}.")
-        if layer is None and obsm_key is None and adata.X is None:
-            raise ValueError(
-                f"adata.X is empty; pass `layer`, the layer that holds the data (layers: "
-                f"{list(adata.layers)})."
-            )
+        if obsm_key is None:
+            layer_matrix(adata, layer)  # a missing layer or an empty X: a clear error now
         check_covariate_columns(
             adata.obs, batch_key, categorical_covariate_keys, continuous_covariate_keys
         )

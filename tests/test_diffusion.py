@@ -68,8 +68,10 @@ def test_bad_schedule_arguments_raise():
     for bad, error in ((0, ValueError), (-5, ValueError), (2.5, TypeError), (True, TypeError)):
         with pytest.raises(error, match="n_steps"):
             _generator(n_steps=bad)
-    with pytest.raises(ValueError, match="feature_mean"):
-        _generator(feature_mean=np.zeros(3))
+    with pytest.raises(ValueError, match="`mean` must have shape"):
+        _generator().set_feature_statistics(mean=np.zeros(3))
+    with pytest.raises(ValueError, match="Unknown feature statistics"):
+        _generator().set_feature_statistics(median=np.zeros(7))
 
 
 # --------------------------------------------------------------------- construction, errors
@@ -77,7 +79,9 @@ def test_registered_and_built_by_the_factory():
     assert GENERATORS["diffusion"] is DiffusionGenerator
     gen = make_generator("diffusion", 7, N_LATENT, 2, "gaussian", n_steps=30, n_hidden=8)
     assert isinstance(gen, DiffusionGenerator) and gen.n_steps == 30
-    assert not hasattr(gen, "cell_latent")  # no per-cell latent
+    assert not gen.has_cell_latent
+    with pytest.raises(NotImplementedError, match="no per-cell latent"):
+        gen.cell_latent(torch.zeros(2, 7), torch.zeros(2, N_LATENT))
 
 
 @pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
@@ -100,14 +104,19 @@ def test_forward_loss_shapes_zero_kl_and_gradients():
     z = torch.randn(n_cells, N_LATENT, requires_grad=True)
     cov = torch.randn(n_cells, n_cov)
     torch.manual_seed(2)
-    outputs = gen(x, x, z, cov)
-    assert outputs["eps"].shape == outputs["eps_pred"].shape == (n_cells, n_genes)
-    reconstruction, kl = gen.loss(x, outputs)
+    latent, outputs = gen(x, x, z, cov)
+    assert latent["eps"].shape == outputs["eps_pred"].shape == (n_cells, n_genes)
+    reconstruction, kl = gen.loss(x, latent, outputs)
     assert reconstruction.shape == kl.shape == (n_cells,)
     assert torch.isfinite(reconstruction).all() and (reconstruction >= 0).all()
     assert torch.equal(kl, torch.zeros(n_cells))
     torch.testing.assert_close(
-        reconstruction, ((outputs["eps_pred"] - outputs["eps"]) ** 2).sum(-1)
+        reconstruction, ((outputs["eps_pred"] - latent["eps"]) ** 2).sum(-1)
+    )
+    # the noised cell is the forward process at each cell's step
+    alpha_bar = gen.alphas_cumprod[latent["t"]].unsqueeze(-1)
+    torch.testing.assert_close(
+        latent["x_t"], alpha_bar.sqrt() * x + (1 - alpha_bar).sqrt() * latent["eps"]
     )
     (reconstruction + kl).mean().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0  # reaches the set encoder
@@ -119,7 +128,8 @@ def test_forward_loss_shapes_zero_kl_and_gradients():
 def test_standardisation_buffers_are_saved_and_invert():
     mean, std = np.linspace(-100, 100, 12), np.linspace(0.5, 50, 12)
     std[3] = 0.0  # a constant feature: floored, not a division by zero
-    gen = _generator(feature_mean=mean, feature_std=std)
+    gen = _generator()
+    gen.set_feature_statistics(mean=mean, std=std)
     state = gen.state_dict()
     for name in ("feature_mean", "feature_std", "feature_min", "feature_max"):
         assert name in state
@@ -127,7 +137,7 @@ def test_standardisation_buffers_are_saved_and_invert():
     x = (torch.randn(5, 12) * torch.tensor(std) + torch.tensor(mean)).float()
     torch.testing.assert_close(gen.unstandardize(gen.standardize(x)), x)
     # the loss is computed at unit scale: finite and of the order of n_features at init
-    reconstruction, _ = gen.loss(x, gen(x, x, torch.zeros(5, N_LATENT), torch.zeros(5, 3)))
+    reconstruction, _ = gen.loss(x, *gen(x, x, torch.zeros(5, N_LATENT), torch.zeros(5, 3)))
     assert torch.isfinite(reconstruction).all() and (reconstruction < 100 * 12).all()
 
 
@@ -168,7 +178,8 @@ def test_samples_stay_in_the_training_range():
     # the clean-cell prediction is clipped to [feature_min, feature_max] at every step, and the
     # last step returns it, so even an untrained generator samples within the range
     lo, hi = np.full(12, -0.5), np.linspace(0.1, 2.0, 12)
-    gen = _generator(feature_min=lo, feature_max=hi, schedule="cosine").eval()
+    gen = _generator(schedule="cosine").eval()
+    gen.set_feature_statistics(min=lo, max=hi)
     torch.manual_seed(0)
     for method in ("ddpm", "ddim"):
         x = gen.sample(torch.randn(50, N_LATENT), torch.randn(50, 3), None, 25, method)
@@ -196,10 +207,12 @@ def test_generator_learns_conditional_gaussians(schedule):
         schedule=schedule,
         n_hidden=64,
         n_layers=2,
-        feature_mean=x_train.mean(0),
-        feature_std=x_train.std(0),
-        feature_min=x_train.min(0).values,
-        feature_max=x_train.max(0).values,
+    )
+    gen.set_feature_statistics(
+        mean=x_train.mean(0),
+        std=x_train.std(0),
+        min=x_train.min(0).values,
+        max=x_train.max(0).values,
     )
     n_steps, batch = 1_000, 512
     optimizer = torch.optim.Adam(gen.parameters(), lr=2e-3)
@@ -208,7 +221,7 @@ def test_generator_learns_conditional_gaussians(schedule):
     for _ in range(n_steps):
         idx = torch.randint(0, n_train, (batch,), generator=data_rng)
         x, z = x_train[idx], z_train[idx]
-        reconstruction, kl = gen.loss(x, gen(x, x, z, no_cov))
+        reconstruction, kl = gen.loss(x, *gen(x, x, z, no_cov))
         optimizer.zero_grad()
         (reconstruction + kl).mean().backward()
         optimizer.step()

@@ -47,10 +47,10 @@ def test_frame_is_trained_by_the_gaussian_likelihood_and_the_flow_in_it():
     torch.manual_seed(0)
     gen = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1)
     x, z = torch.randn(8, 3), torch.randn(8, 2)
-    out = gen(x, x, z, torch.zeros(8, 0))
-    reconstruction, kl = gen.loss(x, out)
+    latent, out = gen(x, x, z, torch.zeros(8, 0))
+    reconstruction, kl = gen.loss(x, latent, out)
     assert reconstruction.shape == kl.shape == (8,) and (kl == 0).all()
-    residual = (out["x1"] - out["loc"]) * torch.exp(-out["log_scale"])
+    residual = (latent["x1"] - out["loc"]) * torch.exp(-out["log_scale"])
     nll = (0.5 * residual**2 + out["log_scale"]).sum(-1)
     flow = (out["velocity_pred"] - out["velocity"]).pow(2).sum(-1)
     torch.testing.assert_close(reconstruction, flow + nll)
@@ -59,8 +59,8 @@ def test_frame_is_trained_by_the_gaussian_likelihood_and_the_flow_in_it():
     assert all(p.grad is None or (p.grad == 0).all() for p in gen.frame_head.parameters())
     # without a frame there is no likelihood term
     plain = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1, frame="global")
-    out = plain(x, x, z, torch.zeros(8, 0))
-    reconstruction, _ = plain.loss(x, out)
+    latent, out = plain(x, x, z, torch.zeros(8, 0))
+    reconstruction, _ = plain.loss(x, latent, out)
     torch.testing.assert_close(
         reconstruction, (out["velocity_pred"] - out["velocity"]).pow(2).sum(-1)
     )
@@ -88,16 +88,15 @@ def test_flow_learns_correlated_conditional_gaussians(frame):
         n_hidden=64,
         n_layers=2,
         frame=frame,
-        feature_mean=x_train.mean(0),
-        feature_std=x_train.std(0),
     )
+    gen.set_feature_statistics(mean=x_train.mean(0), std=x_train.std(0))
     n_steps, batch = 1_000, 512
     optimizer = torch.optim.Adam(gen.parameters(), lr=2e-3)
     decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - i / n_steps)
     for _ in range(n_steps):
         idx = torch.randint(0, n_train, (batch,), generator=rng)
         x, z = x_train[idx], z_train[idx]
-        reconstruction, _ = gen.loss(x, gen(x, x, z, torch.zeros(batch, 0)))
+        reconstruction, _ = gen.loss(x, *gen(x, x, z, torch.zeros(batch, 0)))
         optimizer.zero_grad()
         reconstruction.mean().backward()
         optimizer.step()
@@ -190,12 +189,15 @@ def test_counts_default_to_the_nb_cvae(log_normalised):
 
 def test_input_statistics_are_for_continuous_data_only():
     with pytest.raises(ValueError, match="continuous data only"):
-        GDEModule(4, likelihood="nb", input_mean=np.zeros(4), input_std=np.ones(4))
-    module = GDEModule(
-        3, likelihood="gaussian", input_mean=np.array([1.0, 2.0, 3.0]), input_std=np.ones(3) * 2
-    )
+        GDEModule(4, likelihood="nb", feature_statistics={"mean": np.zeros(4)})
+    statistics = {"mean": np.array([1.0, 2.0, 3.0]), "std": np.ones(3) * 2, "max": np.ones(3)}
+    module = GDEModule(3, likelihood="gaussian", generator="flow", feature_statistics=statistics)
     x = torch.tensor([[3.0, 2.0, 1.0]])
     torch.testing.assert_close(module.encoder_input(x), torch.tensor([[1.0, 0.0, -1.0]]))
+    # the generator receives the same statistics; those not given keep their neutral values
+    torch.testing.assert_close(module.generator.feature_std, torch.ones(3) * 2)
+    torch.testing.assert_close(module.generator.feature_max, torch.ones(3))
+    assert torch.isneginf(module.generator.feature_min).all()
 
 
 # ---------------------------------------------------------------------------- recipe

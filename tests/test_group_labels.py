@@ -106,7 +106,7 @@ def test_classification_loss_uses_only_labelled_sets():
     logits = module.classifier(inference["z_sets"][[0, 2]])
     expected_ce = torch.nn.functional.cross_entropy(logits, torch.tensor([1, 0]))
     torch.testing.assert_close(out.extra_metrics["classification_loss"], expected_ce.detach())
-    reconstruction, kl = module.generator.loss(x, generative)
+    reconstruction, kl = module.generator.loss(x, inference["latent"], generative)
     torch.testing.assert_close(
         out.loss, torch.mean(reconstruction + kl) + module.classification_ratio * expected_ce
     )

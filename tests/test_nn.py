@@ -320,7 +320,7 @@ def test_cvae_forward_loss_gradients_and_sample(likelihood):
     z = torch.randn(n_cells, N_LATENT, requires_grad=True)
     cov = torch.randn(n_cells, n_cov)
 
-    reconstruction, kl = gen.loss(x, gen(x, x_in, z, cov))
+    reconstruction, kl = gen.loss(x, *gen(x, x_in, z, cov))
     assert reconstruction.shape == kl.shape == (n_cells,)
     assert torch.isfinite(reconstruction).all() and torch.isfinite(kl).all()
     assert (kl >= 0).all()
@@ -362,7 +362,7 @@ def test_cvae_loss_finite_for_a_cell_with_no_counts(likelihood):
     x = _count_data(5, 6, 1)
     x[2] = 0
     reconstruction, kl = gen.loss(
-        x, gen(x, torch.log1p(x), torch.randn(5, N_LATENT), torch.zeros(5, 0))
+        x, *gen(x, torch.log1p(x), torch.randn(5, N_LATENT), torch.zeros(5, 0))
     )
     assert torch.isfinite(reconstruction).all() and torch.isfinite(kl).all()
 
@@ -388,7 +388,7 @@ def test_cvae_training_reduces_nb_loss():
     optimizer = torch.optim.Adam(gen.parameters(), lr=1e-2)
     losses = []
     for _ in range(300):
-        reconstruction, kl = gen.loss(x, gen(x, x_in, z, cov))
+        reconstruction, kl = gen.loss(x, *gen(x, x_in, z, cov))
         loss = (reconstruction + kl).mean()
         optimizer.zero_grad()
         loss.backward()

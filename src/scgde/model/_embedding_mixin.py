@@ -178,7 +178,7 @@ class EmbeddingMixin:
         ``(n_cells, n_latent_cell)`` array, rows in the order of ``indices`` (default: all).
         """
         self._check_if_trained(warn=True)
-        if not hasattr(self.module.generator, "cell_latent"):
+        if not self.module.generator.has_cell_latent:
             raise NotImplementedError("This generator has no per-cell latent representation.")
         adata = self._validate_anndata(adata)
         wanted = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
@@ -197,6 +197,5 @@ class EmbeddingMixin:
         out = []
         data = self._registered(adata)
         for tensors, ids in self._chunks(data, wanted, group_of_cell[wanted], batch_size):
-            x_in = self.module.encoder_input(self.module.modelled_data(tensors))
-            out.append(self.module.generator.cell_latent(x_in, z_t[ids]).cpu().numpy())
+            out.append(self.module.cell_latent(tensors, z_t[ids]).cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, self.module.generator.n_latent_cell))

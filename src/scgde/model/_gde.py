@@ -175,17 +175,11 @@ class GDE(
         ):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
-        # generators that standardise their data (diffusion) get the training data's
-        # statistics; they keep them as buffers, so a loaded model uses the saved ones
-        module_generator_kwargs = dict(generator_kwargs or {})
-        input_statistics = {}
+        # continuous data: the encoder reads them standardised, and the generator receives the
+        # training data's statistics (kept as buffers, so a loaded model uses the saved ones)
+        feature_statistics = None
         if likelihood not in COUNT_LIKELIHOODS:
-            stats = column_statistics(self.adata_manager.get_from_registry(X_KEY))
-            # the set encoder reads continuous data standardised
-            input_statistics = {"input_mean": stats["mean"], "input_std": stats["std"]}
-            if getattr(GENERATORS.get(generator), "uses_feature_statistics", False):
-                for name, value in stats.items():
-                    module_generator_kwargs.setdefault(f"feature_{name}", value)
+            feature_statistics = column_statistics(self.adata_manager.get_from_registry(X_KEY))
         self.encoder_name_, self.generator_name_ = encoder, generator
         self.module = self._module_cls(
             n_input=self.adata_manager.get_from_registry(X_KEY).shape[1],
@@ -199,12 +193,12 @@ class GDE(
             library_log_mean=log_mean,
             library_log_std=log_std,
             encoder_kwargs=encoder_kwargs,
-            generator_kwargs=module_generator_kwargs,
+            generator_kwargs=generator_kwargs,
             n_labels=len(self.group_label_categories_ or []),
             classification_ratio=classification_ratio,
             generative_weight=generative_weight,
             n_proteins=n_proteins,
-            **input_statistics,
+            feature_statistics=feature_statistics,
             **self._module_kwargs(n_latent),
         )
         self._model_summary_string = (

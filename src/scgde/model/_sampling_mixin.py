@@ -142,7 +142,7 @@ class SamplingMixin:
             z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
                 n_cells, -1
             )
-            generated = self.module.sample_cells(z_rows, tensors, library, sampler_kwargs)
+            generated = self.module.sample(z_rows, tensors, library, sampler_kwargs)
             chunks.append(generated.cpu().numpy())
         return np.concatenate(chunks).astype(np.float32)
 

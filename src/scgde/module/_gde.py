@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -74,10 +76,11 @@ class GDEModule(BaseModuleClass):
         baseline for the semi-supervised model).
     n_proteins
         Number of protein features (0: RNA only). Needs a count likelihood.
-    input_mean, input_std
-        Continuous data only: per-feature mean and standard deviation of the training data;
-        the set encoder reads ``(x - input_mean) / input_std`` (``std`` floored at 1e-3).
-        Default: the data as they are.
+    feature_statistics
+        Continuous data only: per-feature ``"mean"``, ``"std"``, ``"min"`` and ``"max"`` of the
+        training data (arrays of length ``n_input``). The set encoder reads
+        ``(x - mean) / std`` (``std`` floored at 1e-3); the generator receives all four
+        (:meth:`scgde.nn.Generator.set_feature_statistics`). Default: the data as they are.
     """
 
     def __init__(
@@ -98,8 +101,7 @@ class GDEModule(BaseModuleClass):
         classification_ratio: float = 50.0,
         generative_weight: float = 1.0,
         n_proteins: int = 0,
-        input_mean: np.ndarray | None = None,
-        input_std: np.ndarray | None = None,
+        feature_statistics: Mapping[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.n_latent = n_latent
@@ -130,15 +132,17 @@ class GDEModule(BaseModuleClass):
         std = np.ones(shape) if library_log_std is None else np.asarray(library_log_std)
         self.register_buffer("library_log_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("library_log_std", torch.as_tensor(std, dtype=torch.float32))
-        if (input_mean is not None or input_std is not None) and self.count_data:
-            raise ValueError("`input_mean` / `input_std` standardise continuous data only.")
-        input_mean = np.zeros(n_features) if input_mean is None else np.asarray(input_mean)
-        input_std = np.ones(n_features) if input_std is None else np.asarray(input_std)
-        self.register_buffer("input_mean", torch.as_tensor(input_mean, dtype=torch.float32))
+        if feature_statistics is not None and self.count_data:
+            raise ValueError("`feature_statistics` standardise continuous data only.")
+        statistics = dict(feature_statistics or {})
+        mean = statistics.get("mean", np.zeros(n_features))
+        std = statistics.get("std", np.ones(n_features))
+        self.register_buffer("input_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer(
-            "input_std",
-            torch.as_tensor(input_std, dtype=torch.float32).clamp(min=MIN_FEATURE_STD),
+            "input_std", torch.as_tensor(std, dtype=torch.float32).clamp(min=MIN_FEATURE_STD)
         )
+        if statistics:
+            self.generator.set_feature_statistics(**statistics)
 
     # ----------------------------------------------------------------------------- helpers
     def modelled_data(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -183,29 +187,31 @@ class GDEModule(BaseModuleClass):
         return {"x": self.modelled_data(tensors), "set_ids": tensors[SET_IDS_KEY].long().view(-1)}
 
     @auto_move_data
-    def inference(self, x: torch.Tensor, set_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encode each set of the minibatch; ``z`` is broadcast back to its cells."""
+    def inference(self, x: torch.Tensor, set_ids: torch.Tensor) -> dict:
+        """Encode each set of the minibatch (``z_sets``; ``z`` is broadcast back to its cells)
+        and draw each cell's latent variables from the generator's inference part
+        (``latent``, see :meth:`scgde.nn.Generator.inference`)."""
         x_in = self.encoder_input(x)
         z_sets = self.encoder(x_in, set_ids, int(set_ids.max()) + 1)
-        return {"x_in": x_in, "z_sets": z_sets, "z": z_sets[set_ids]}
+        z = z_sets[set_ids]
+        return {"z_sets": z_sets, "z": z, "latent": self.generator.inference(x, x_in, z)}
 
     def _get_generative_input(self, tensors, inference_outputs, **kwargs):
         return {
-            "x": self.modelled_data(tensors),
-            "x_in": inference_outputs["x_in"],
             "z": inference_outputs["z"],
             "cov": self.covariate_vector(tensors, tensors[X_KEY].shape[0]),
+            "latent": inference_outputs["latent"],
         }
 
     @auto_move_data
-    def generative(self, x, x_in, z, cov) -> dict:
-        """Run the generator on the minibatch given each cell's set embedding."""
-        return self.generator(x, x_in, z, cov)
+    def generative(self, z: torch.Tensor, cov: torch.Tensor, latent: dict) -> dict:
+        """The generator's predictions for each cell given ``z``, covariates and latents."""
+        return self.generator.generative(z, cov, latent)
 
     def loss(self, tensors, inference_outputs, generative_outputs, kl_weight: float = 1.0):
         """Generator loss per cell averaged over cells, plus the weighted classification loss."""
         x = self.modelled_data(tensors)
-        reconstruction, kl = self.generator.loss(x, generative_outputs)
+        reconstruction, kl = self.generator.loss(x, inference_outputs["latent"], generative_outputs)
         loss = self.generative_weight * torch.mean(reconstruction + kl_weight * kl)
         extra = {}
         if self.classifier is not None and GROUP_LABEL_KEY in tensors:
@@ -235,17 +241,24 @@ class GDEModule(BaseModuleClass):
         return torch.softmax(self.classifier(z), dim=-1)
 
     @torch.inference_mode()
-    def sample_cells(
+    def sample(
         self,
         z: torch.Tensor,
         tensors: dict[str, torch.Tensor],
         library: torch.Tensor | None,
         sampler_kwargs: dict | None = None,
-    ):
+    ) -> torch.Tensor:
         """Generate one cell per row of ``z`` with the covariates in ``tensors``.
 
-        ``sampler_kwargs`` are passed to the generator's ``sample`` (e.g. the diffusion
-        sampler's ``method`` and ``n_sampling_steps``).
+        ``library``: ``(n_cells, n_blocks)`` library sizes (count likelihoods).
+        ``sampler_kwargs`` are passed to the generator's ``sample`` (e.g. the flow's
+        ``method`` and ``n_sampling_steps``).
         """
         cov = self.covariate_vector(tensors, z.shape[0])
         return self.generator.sample(z, cov, library, **(sampler_kwargs or {}))
+
+    @torch.inference_mode()
+    def cell_latent(self, tensors: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """Per-cell latent representation of the cells in ``tensors`` given their set's ``z``
+        (generators with ``has_cell_latent``, e.g. the CVAE's posterior mean of ``u``)."""
+        return self.generator.cell_latent(self.encoder_input(self.modelled_data(tensors)), z)

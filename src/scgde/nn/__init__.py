@@ -2,6 +2,7 @@
 
 from ._diffusion import DiffusionGenerator
 from ._flow import FlowGenerator
+from ._generator import Generator
 from ._generators import GENERATORS, CVAEGenerator, make_generator
 from ._segment import segment_mean, segment_sum
 from ._set_encoders import (
@@ -21,6 +22,7 @@ __all__ = [
     "DeepSetEncoder",
     "DiffusionGenerator",
     "FlowGenerator",
+    "Generator",
     "KMEEncoder",
     "MeanEncoder",
     "SetEncoder",

@@ -148,30 +148,33 @@ class TimeConditionedMLP(nn.Module):
 class FeatureStandardization:
     """Mixin of generators that work on standardised data: per-feature statistics of the
     training data, saved with the model as buffers ``feature_mean``, ``feature_std``,
-    ``feature_min`` and ``feature_max``.
-
-    Generators with this mixin have ``uses_feature_statistics = True``, so that
-    :class:`scgde.model.GDE` passes them the statistics of the training data.
+    ``feature_min`` and ``feature_max`` (0, 1, -inf and inf until
+    :meth:`set_feature_statistics` sets them: no standardisation, no clipping).
     """
 
-    #: Ask :class:`scgde.model.GDE` for the training data's per-feature statistics.
-    uses_feature_statistics = True
+    _STATISTICS = {"mean": 0.0, "std": 1.0, "min": -math.inf, "max": math.inf}
 
-    def _register_feature_statistics(self, n_input: int, **statistics) -> None:
-        """Register the four buffers from ``feature_mean=...`` etc. (``None``: 0, 1, -inf, inf:
-        no standardisation, no clipping); ``std`` is floored at 1e-3."""
-        defaults = {"mean": 0.0, "std": 1.0, "min": -math.inf, "max": math.inf}
-        for name, default in defaults.items():
-            value = statistics.get(f"feature_{name}")
-            value = torch.full((n_input,), default) if value is None else torch.as_tensor(value)
-            if value.shape != (n_input,):
+    def _register_feature_statistics(self, n_input: int) -> None:
+        """Register the four buffers with their neutral values."""
+        for name, default in self._STATISTICS.items():
+            self.register_buffer(f"feature_{name}", torch.full((n_input,), default))
+
+    def set_feature_statistics(self, **statistics) -> None:
+        """Set the per-feature ``mean``, ``std``, ``min`` and/or ``max`` of the training data
+        (arrays of shape ``(n_input,)``); ``std`` is floored at 1e-3."""
+        unknown = sorted(set(statistics) - set(self._STATISTICS))
+        if unknown:
+            raise ValueError(f"Unknown feature statistics {unknown}; use {list(self._STATISTICS)}.")
+        for name, value in statistics.items():
+            buffer = getattr(self, f"feature_{name}")
+            value = torch.as_tensor(value, dtype=torch.float32)
+            if value.shape != buffer.shape:
                 raise ValueError(
-                    f"`feature_{name}` must have shape ({n_input},), got {tuple(value.shape)}."
+                    f"`{name}` must have shape {tuple(buffer.shape)}, got {tuple(value.shape)}."
                 )
-            value = value.float().clone()
             if name == "std":
                 value = value.clamp(min=MIN_FEATURE_STD)
-            self.register_buffer(f"feature_{name}", value)
+            buffer.copy_(value)
 
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         """Data to the generator's unit scale."""

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 
 from .._utils import check_int
 from ._conditional_mlp import (
@@ -20,6 +19,7 @@ from ._conditional_mlp import (
     check_continuous_likelihood,
     distinct_conditions,
 )
+from ._generator import Generator
 
 SCHEDULES = ("linear", "cosine")
 SAMPLING_METHODS = ("ddpm", "ddim")
@@ -42,7 +42,7 @@ def beta_schedule(n_steps: int, schedule: str = "linear") -> np.ndarray:
     raise ValueError(f"Unknown schedule {schedule!r}; choose one of {SCHEDULES}.")
 
 
-class DiffusionGenerator(FeatureStandardization, nn.Module):
+class DiffusionGenerator(FeatureStandardization, Generator):
     """Conditional DDPM: an MLP predicts the noise added to a cell, given ``z`` and covariates.
 
     Training draws a step ``t`` uniformly and noise ``eps``, forms
@@ -50,6 +50,14 @@ class DiffusionGenerator(FeatureStandardization, nn.Module):
     and minimises ``||eps - eps_theta(x_t, t, z, cov)||²`` (summed over features). Sampling
     runs the reverse process from pure noise: ancestral DDPM over all steps by default, or
     deterministic DDIM over fewer steps.
+
+    The generator works on ``(x - mean) / std`` with the per-feature statistics of the
+    training data (:meth:`set_feature_statistics`, called by :class:`scgde.model.GDE`; stored as
+    buffers, so they are saved with the model; until set: no standardisation). While sampling,
+    each step's prediction of the clean cell is clipped to the training data's per-feature
+    range: the exact denoiser ``E[x_0 | x_t]`` is an average of data points and always lies in
+    it, and clipping keeps early, low signal-to-noise steps (e.g. of the cosine schedule) from
+    amplifying prediction errors.
 
     Parameters
     ----------
@@ -69,16 +77,6 @@ class DiffusionGenerator(FeatureStandardization, nn.Module):
         Width, number of residual blocks and dropout of the denoiser.
     n_time_embedding
         Number of sinusoidal features of the diffusion time.
-    feature_mean, feature_std
-        Per-feature statistics of the training data; the generator works on
-        ``(x - mean) / std`` (``std`` floored at 1e-3). Stored as buffers, so they are saved
-        with the model. Default: 0 and 1 (no standardisation).
-    feature_min, feature_max
-        Per-feature range of the training data. While sampling, each step's prediction of the
-        clean cell is clipped to it: the exact denoiser ``E[x_0 | x_t]`` is an average of data
-        points and always lies in this range, and clipping keeps early, low signal-to-noise
-        steps (e.g. of the cosine schedule) from amplifying prediction errors. Default: no
-        clipping.
     sampling_method
         Default sampler of :meth:`sample`: ``"ddpm"`` or ``"ddim"``.
     n_sampling_steps
@@ -97,10 +95,6 @@ class DiffusionGenerator(FeatureStandardization, nn.Module):
         n_layers: int = 3,
         dropout: float = 0.0,
         n_time_embedding: int = 64,
-        feature_mean: np.ndarray | torch.Tensor | None = None,
-        feature_std: np.ndarray | torch.Tensor | None = None,
-        feature_min: np.ndarray | torch.Tensor | None = None,
-        feature_max: np.ndarray | torch.Tensor | None = None,
         sampling_method: str = "ddpm",
         n_sampling_steps: int | None = None,
     ):
@@ -117,13 +111,7 @@ class DiffusionGenerator(FeatureStandardization, nn.Module):
             torch.tensor(self._alphas_cumprod64, dtype=torch.float32),
             persistent=False,
         )
-        self._register_feature_statistics(
-            n_input,
-            feature_mean=feature_mean,
-            feature_std=feature_std,
-            feature_min=feature_min,
-            feature_max=feature_max,
-        )
+        self._register_feature_statistics(n_input)
         self.sampling_method, self.n_sampling_steps = self._check_sampler(
             sampling_method, n_sampling_steps
         )
@@ -156,18 +144,22 @@ class DiffusionGenerator(FeatureStandardization, nn.Module):
         return self.network(x_t, t.to(x_t.dtype) / self.n_steps, torch.cat([z, cov], dim=-1))
 
     # ----------------------------------------------------------------- generator interface
-    def forward(self, x, x_in, z, cov) -> dict[str, torch.Tensor]:
-        """Noise a random step of each cell and predict the noise (``x_in`` is not used)."""
+    def inference(self, x, x_in, z) -> dict[str, torch.Tensor]:
+        """The forward process ``q(x_t | x)``: a random step ``t`` of each cell, its noise
+        ``eps`` and the noised standardised cell ``x_t`` (``x_in`` and ``z`` are not used)."""
         x0 = self.standardize(x)
         t = torch.randint(0, self.n_steps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         alpha_bar = self.alphas_cumprod[t].unsqueeze(-1)
-        x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
-        return {"eps": eps, "eps_pred": self.denoiser(x_t, t, z, cov)}
+        return {"t": t, "eps": eps, "x_t": alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps}
 
-    def loss(self, x, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def generative(self, z, cov, latent) -> dict[str, torch.Tensor]:
+        """The noise predicted for each noised cell."""
+        return {"eps_pred": self.denoiser(latent["x_t"], latent["t"], z, cov)}
+
+    def loss(self, x, latent, generative_outputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared error of the noise prediction per cell, and a zero KL term."""
-        reconstruction = (outputs["eps_pred"] - outputs["eps"]).pow(2).sum(-1)
+        reconstruction = (generative_outputs["eps_pred"] - latent["eps"]).pow(2).sum(-1)
         return reconstruction, torch.zeros_like(reconstruction)
 
     @torch.no_grad()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +20,7 @@ from ._conditional_mlp import (
     check_continuous_likelihood,
     distinct_conditions,
 )
+from ._generator import Generator
 from ._mlp import mlp
 
 ODE_METHODS = ("euler", "midpoint", "heun")
@@ -41,7 +41,7 @@ class _LinearPlusMLP(nn.Module):
         return self.linear(c) + self.mlp(c)
 
 
-class FlowGenerator(FeatureStandardization, nn.Module):
+class FlowGenerator(FeatureStandardization, Generator):
     """Conditional flow matching in a location-scale frame predicted from ``z``.
 
     Two parts, trained together:
@@ -58,6 +58,10 @@ class FlowGenerator(FeatureStandardization, nn.Module):
     ``m + s y``. The frame carries the set's location and spread exactly where the network
     would have to learn them; the flow only moves unit-scale noise into the set's shape, a
     short, nearly straight path that few steps integrate well.
+
+    Like :class:`~scgde.nn.DiffusionGenerator`, it works on data standardised with the training
+    data's per-feature statistics (:meth:`set_feature_statistics`), and clips generated cells to
+    the training data's per-feature range.
 
     Parameters
     ----------
@@ -79,9 +83,6 @@ class FlowGenerator(FeatureStandardization, nn.Module):
         unimodal sets (Normal benchmark, 60 s: 0.027 vs 0.043); on sets that are mixtures of
         3 Gaussians plain flow matching scored better (mixture-W2² 2.87 vs 3.65 at 150 s),
         so try ``"global"`` for strongly multimodal groups.
-    feature_mean, feature_std, feature_min, feature_max
-        Per-feature statistics of the training data (see
-        :class:`~scgde.nn.DiffusionGenerator`); generated cells are clipped to the range.
     method
         Default ODE solver of :meth:`sample`: ``"euler"``, ``"midpoint"`` or ``"heun"``.
     n_sampling_steps
@@ -99,10 +100,6 @@ class FlowGenerator(FeatureStandardization, nn.Module):
         dropout: float = 0.0,
         n_time_embedding: int = 64,
         frame: str = "set",
-        feature_mean: np.ndarray | torch.Tensor | None = None,
-        feature_std: np.ndarray | torch.Tensor | None = None,
-        feature_min: np.ndarray | torch.Tensor | None = None,
-        feature_max: np.ndarray | torch.Tensor | None = None,
         method: str = "euler",
         n_sampling_steps: int = 10,
     ):
@@ -110,13 +107,7 @@ class FlowGenerator(FeatureStandardization, nn.Module):
         self.likelihood = check_continuous_likelihood(likelihood, "flow")
         if frame not in ("set", "global"):
             raise ValueError(f"`frame` must be 'set' or 'global', got {frame!r}.")
-        self._register_feature_statistics(
-            n_input,
-            feature_mean=feature_mean,
-            feature_std=feature_std,
-            feature_min=feature_min,
-            feature_max=feature_max,
-        )
+        self._register_feature_statistics(n_input)
         self.method, self.n_sampling_steps = self._check_sampler(method, n_sampling_steps)
         n_condition = n_latent_dist + n_covariates
         self.network = TimeConditionedMLP(
@@ -141,31 +132,37 @@ class FlowGenerator(FeatureStandardization, nn.Module):
         return loc, log_scale.clamp(min=math.log(MIN_FRAME_SCALE), max=5.0)
 
     # ----------------------------------------------------------------- generator interface
-    def forward(self, x, x_in, z, cov) -> dict[str, torch.Tensor]:
-        """Frame of each cell's set and the velocity at a random point of a random path."""
-        condition = torch.cat([z, cov], dim=-1)
+    def inference(self, x, x_in, z) -> dict[str, torch.Tensor]:
+        """The start and time of each cell's path: the standardised cell ``x1``, noise ``y0``
+        and ``t ~ U(0, 1)`` (``x_in`` and ``z`` are not used)."""
         x1 = self.standardize(x)
+        y0 = torch.randn_like(x1)
+        t = torch.rand(x1.shape[0], device=x1.device, dtype=x1.dtype)
+        return {"x1": x1, "y0": y0, "t": t}
+
+    def generative(self, z, cov, latent) -> dict[str, torch.Tensor]:
+        """Frame of each cell's set, and the true and predicted velocity at time ``t`` of the
+        path from ``y0`` to the cell in that frame."""
+        condition = torch.cat([z, cov], dim=-1)
         loc, log_scale = self.frame(condition)
-        y1 = (x1 - loc.detach()) * torch.exp(-log_scale.detach())
-        y0 = torch.randn_like(y1)
-        t = torch.rand(y1.shape[0], device=y1.device, dtype=y1.dtype)
+        y1 = (latent["x1"] - loc.detach()) * torch.exp(-log_scale.detach())
+        y0, t = latent["y0"], latent["t"]
         y_t = torch.lerp(y0, y1, t.unsqueeze(-1))
         return {
-            "x1": x1,
             "loc": loc,
             "log_scale": log_scale,
             "velocity": y1 - y0,
             "velocity_pred": self.network(y_t, t, condition),
         }
 
-    def loss(self, x, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, x, latent, generative_outputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Flow-matching error plus the frame's Gaussian negative log-likelihood (up to a
         constant) per cell, and a zero KL term."""
-        flow = (outputs["velocity_pred"] - outputs["velocity"]).pow(2).sum(-1)
-        reconstruction = flow
+        out = generative_outputs
+        reconstruction = (out["velocity_pred"] - out["velocity"]).pow(2).sum(-1)
         if self.frame_head is not None:
-            residual = (outputs["x1"] - outputs["loc"]) * torch.exp(-outputs["log_scale"])
-            reconstruction = reconstruction + (0.5 * residual.pow(2) + outputs["log_scale"]).sum(-1)
+            residual = (latent["x1"] - out["loc"]) * torch.exp(-out["log_scale"])
+            reconstruction = reconstruction + (0.5 * residual.pow(2) + out["log_scale"]).sum(-1)
         return reconstruction, torch.zeros_like(reconstruction)
 
     @torch.no_grad()

@@ -1,21 +1,7 @@
-"""Conditional generators: models of cells given their set's distribution embedding ``z``.
+"""The conditional VAE generator and the registry of generators by name.
 
-A generator is an ``nn.Module`` with three methods:
-
-``forward(x, x_in, z, cov)``
-    everything the loss needs for a minibatch of cells (``x`` the data as modelled, ``x_in`` the
-    normalised encoder input, ``z`` the embedding of each cell's set, ``cov`` covariates);
-``loss(x, outputs)``
-    ``(reconstruction, kl)`` per cell;
-``sample(z, cov, library)``
-    new cells given embeddings.
-
-Adding a generator means writing such a class and registering it in :data:`GENERATORS`;
-nothing else in scgde changes. Extra keyword arguments of ``sample`` are passed through by
-``GDE.sample(sampler_kwargs=...)``. A generator with the class attribute
-``uses_feature_statistics = True`` receives ``feature_mean``, ``feature_std``, ``feature_min``
-and ``feature_max`` of the training data from :class:`scgde.model.GDE`. Registered:
-``"cvae"`` (:class:`CVAEGenerator`, counts or continuous data), ``"diffusion"``
+Generators subclass :class:`scgde.nn.Generator` (its docstring describes the interface).
+Registered: ``"cvae"`` (:class:`CVAEGenerator`, counts or continuous data), ``"diffusion"``
 (:class:`~scgde.nn.DiffusionGenerator`) and ``"flow"`` (:class:`~scgde.nn.FlowGenerator`),
 both for continuous data.
 """
@@ -32,10 +18,11 @@ from .._constants import COUNT_LIKELIHOODS, LIKELIHOODS
 from ._blocks import block_slices, block_totals
 from ._diffusion import DiffusionGenerator
 from ._flow import FlowGenerator
+from ._generator import Generator
 from ._mlp import mlp
 
 
-class CVAEGenerator(nn.Module):
+class CVAEGenerator(Generator):
     """Conditional VAE with a per-cell latent ``u`` and a count or Gaussian likelihood.
 
     ``q(u | x, z)`` reads the normalised expression and the set embedding; the decoder
@@ -68,6 +55,8 @@ class CVAEGenerator(nn.Module):
         conditional VAE), and cells are generated with ``u`` drawn from it. Whatever ``u``
         learns about the set is then regenerated from ``z``. ``False``: ``p(u) = N(0, I)``.
     """
+
+    has_cell_latent = True
 
     def __init__(
         self,
@@ -150,20 +139,26 @@ class CVAEGenerator(nn.Module):
             mu=mu, theta=theta, zi_logits=self.decoder_dropout(hidden)
         )
 
-    def forward(self, x, x_in, z, cov) -> dict[str, torch.distributions.Distribution]:
+    def inference(self, x, x_in, z) -> dict:
+        """``q(u | x, z)``, a draw ``u`` from it, and the library size of each feature block
+        (count models; ``None`` for continuous data)."""
         qu = self.posterior(x_in, z)
         library = (
             block_totals(x, self.block_sizes) if self.likelihood in COUNT_LIKELIHOODS else None
         )
+        return {"qu": qu, "u": qu.rsample(), "library": library}
+
+    def generative(self, z, cov, latent) -> dict[str, torch.distributions.Distribution]:
+        """The prior ``p(u | z, cov)`` and the likelihood ``p(x | u, z, cov)``."""
         return {
-            "qu": qu,
             "pu": self.prior(z, cov),
-            "px": self.likelihood_distribution(qu.rsample(), z, cov, library),
+            "px": self.likelihood_distribution(latent["u"], z, cov, latent["library"]),
         }
 
-    def loss(self, x, outputs) -> tuple[torch.Tensor, torch.Tensor]:
-        reconstruction = -outputs["px"].log_prob(x).sum(-1)
-        kl = kl_divergence(outputs["qu"], outputs["pu"]).sum(-1)
+    def loss(self, x, latent, generative_outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Negative log-likelihood of each cell and the KL divergence of its ``u``."""
+        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        kl = kl_divergence(latent["qu"], generative_outputs["pu"]).sum(-1)
         return reconstruction, kl
 
     def cell_latent(self, x_in, z) -> torch.Tensor:
@@ -180,8 +175,8 @@ class CVAEGenerator(nn.Module):
         return self.likelihood_distribution(u, z, cov, library).sample()
 
 
-#: Generators by name; add one by writing a class with the interface above and registering it.
-GENERATORS: dict[str, type[nn.Module]] = {
+#: Generators by name; add one by subclassing :class:`Generator` and registering it here.
+GENERATORS: dict[str, type[Generator]] = {
     "cvae": CVAEGenerator,
     "diffusion": DiffusionGenerator,
     "flow": FlowGenerator,
@@ -190,7 +185,7 @@ GENERATORS: dict[str, type[nn.Module]] = {
 
 def make_generator(
     name: str, n_input: int, n_latent_dist: int, n_covariates: int, likelihood: str, **kwargs
-) -> nn.Module:
+) -> Generator:
     """Instantiate the generator registered under ``name``."""
     if name not in GENERATORS:
         raise ValueError(f"Unknown generator {name!r}; choose one of {sorted(GENERATORS)}.")

@@ -123,6 +123,40 @@ def test_group_embedding_cell_level_colors_aggregate_per_group(trained):
         pl.group_embedding(adata, color="cell_type", basis="pca", show=False)
 
 
+def test_group_embedding_cell_level_uses_stored_colors_and_leaves_adata_unchanged(trained):
+    _, adata, _ = trained
+    adata = adata.copy()
+    categories = list(adata.obs["condition"].cat.categories)
+    stored = ["#000000", "#ff0000", "#00ff00", "#0000ff"][: len(categories)]
+    adata.uns["condition_colors"] = np.array(stored, dtype=object)
+    before = adata.copy()
+    ax = pl.group_embedding(adata, color="condition", basis="pca", show=False)
+    per_group = adata.obs.groupby("sample", observed=True)["condition"].first()
+    expected = {stored[categories.index(c)] for c in per_group}
+    assert {to_hex(c) for c in ax.collections[0].get_facecolors()} == expected
+    _assert_unchanged(before, adata)
+    assert list(adata.uns["condition_colors"]) == stored
+    del adata.uns["condition_colors"]
+    pl.group_embedding(adata, color="condition", basis="pca", show=False)
+    assert "condition_colors" not in adata.uns  # scanpy's palette goes to the private copy
+
+
+def test_group_embedding_missing_values_and_given_axes(trained):
+    _, _, groups = trained
+    groups = groups.copy()
+    groups.obs["label"] = pd.Categorical(["a", "b"] * (N_GROUPS // 2 - 1) + [None, None])
+    fig, panels = plt.subplots(1, 2)
+    axes = pl.group_embedding(
+        groups, color=["label", "n_cells"], basis="pca", ax=panels, na_color="#123456"
+    )
+    assert axes["label"] is panels[0] and axes["n_cells"] is panels[1]
+    assert [t.get_text() for t in panels[0].get_legend().get_texts()] == ["a", "b", "NA"]
+    point_colors = [to_hex(c) for c in panels[0].collections[0].get_facecolors()]
+    assert len(point_colors) == N_GROUPS and point_colors.count("#123456") == 2
+    assert panels[1].collections[0].colorbar is not None
+    assert [a.get_title() for a in panels] == ["label", "n_cells"]
+
+
 def test_group_embedding_umap_computed_on_a_copy_or_taken_from_obsm(trained):
     _, _, groups = trained
     before = groups.copy()
@@ -147,6 +181,10 @@ def test_group_embedding_errors(trained):
     with pytest.raises(ValueError, match="2 matplotlib Axes"):
         _, ax = plt.subplots()
         pl.group_embedding(groups, color=["condition", "n_cells"], basis="pca", ax=ax)
+    with pytest.raises(ValueError, match="no colour for categories"):
+        pl.group_embedding(groups, color="condition", basis="pca", palette={"HC": "red"})
+    with pytest.raises(ValueError, match="2 titles for 1 panels"):
+        pl.group_embedding(groups, color="condition", basis="pca", title=["a", "b"])
 
 
 # ------------------------------------------------------------------ show / save / ax

@@ -85,33 +85,21 @@ def _default_colors(groups, group_key: list[str]) -> list[str]:
 
 
 def _plot_group_umap(groups, colors: list[str], path: Path) -> None:
-    """UMAP of the groups; with fewer than ``_MIN_UMAP_GROUPS`` groups (too few for UMAP),
-    the embedding's first two components."""
+    """UMAP of the groups (:func:`scgde.pl.group_embedding`); with fewer than
+    ``_MIN_UMAP_GROUPS`` groups (too few for UMAP), a PCA of their embeddings."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import scanpy as sc
 
     from ._io import write_atomic
+    from .pl import group_embedding
 
-    groups = groups.copy()
-    if groups.n_obs >= _MIN_UMAP_GROUPS:
-        sc.pp.neighbors(groups, use_rep="X", n_neighbors=max(2, min(15, groups.n_obs - 1)))
-        sc.tl.umap(groups, random_state=0)
-        basis, what = "umap", "UMAP"
-    else:
-        groups.obsm["X_gde"] = groups.X[:, :2]
-        basis, what = "gde", "first two components"
-    colors = colors or [None]
-    fig, axes = plt.subplots(1, len(colors), figsize=(4.5 * len(colors), 4), squeeze=False)
-    for ax, color in zip(axes[0], colors, strict=True):
-        sc.pl.embedding(
-            groups, basis, color=color, ax=ax, show=False, size=120, title=color or "groups"
-        )
+    basis, what = ("umap", "UMAP") if groups.n_obs >= _MIN_UMAP_GROUPS else ("pca", "PCA")
+    drawn = group_embedding(groups, color=colors or None, basis=basis, size=120, show=False)
+    fig = next(iter(drawn.values())).figure if isinstance(drawn, dict) else drawn.figure
     fig.suptitle(f"GDE embedding of {groups.n_obs} groups ({what})")
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight"))
     plt.close(fig)
 
 

@@ -1,4 +1,5 @@
-"""Colours as scanpy draws them: categorical palettes, legends and colour bars."""
+"""Colours of categories as scanpy draws them (palettes, legend) for the heatmap's label strip;
+:func:`~scgde.pl.group_embedding` draws with ``sc.pl.embedding`` itself."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from scanpy.plotting import palettes
 
 #: Colour of missing values.
 NA_COLOR = "lightgray"
-LEGEND_LOCS = ("right margin", "on data", "best", "upper right", "lower right", None)
 
 
 def is_categorical(values: pd.Series) -> bool:
@@ -60,9 +60,7 @@ def default_palette(n: int) -> list[str]:
 
 
 def category_colors(
-    categories: Sequence[str],
-    palette: str | Colormap | Sequence | Mapping | None = None,
-    stored: Sequence | None = None,
+    categories: Sequence[str], palette: str | Colormap | Sequence | Mapping | None = None
 ) -> dict[str, str]:
     """Colour of every category.
 
@@ -72,15 +70,11 @@ def category_colors(
         All categories, in order.
     palette
         A colormap (or its name), a list of colours (cycled), or a mapping category → colour.
-        Default: ``stored`` if it has a colour per category, else scanpy's default palette.
-    stored
-        Colours saved by scanpy in ``uns[f"{column}_colors"]``, one per category in order.
+        Default: scanpy's default palette.
     """
     categories = [str(c) for c in categories]
     n = len(categories)
     if palette is None:
-        if stored is not None and len(stored) >= n and all(is_color_like(c) for c in stored):
-            return {c: to_hex(col) for c, col in zip(categories, stored, strict=False)}
         return dict(zip(categories, default_palette(n), strict=True))
     if isinstance(palette, Mapping):
         mapping = {str(k): v for k, v in palette.items()}
@@ -98,37 +92,19 @@ def category_colors(
     return {c: to_hex(colors[i % len(colors)]) for i, c in enumerate(categories)}
 
 
-def categorical_legend(
-    ax: Axes,
-    colors: Mapping[str, str],
-    loc: str | None,
-    title: str | None = None,
-    points: np.ndarray | None = None,
-    labels: Sequence | None = None,
-) -> None:
-    """Legend of categories, scanpy style (``"right margin"``) or names on the data.
-
-    ``"on data"`` writes each category at the median of its ``points`` (``labels`` per point).
-    """
-    if loc not in LEGEND_LOCS:
-        raise ValueError(f"Unknown legend_loc {loc!r}; choose one of {LEGEND_LOCS}.")
-    if loc is None or not colors:
-        return
-    if loc == "on data":
-        labels = np.asarray(labels, dtype=object)
-        for category in colors:
-            here = points[labels == category]
-            if len(here):
-                x, y = np.median(here, axis=0)
-                ax.text(x, y, category, ha="center", va="center", fontweight="bold")
+def categorical_legend(ax: Axes, colors: Mapping[str, str], title: str | None = None) -> None:
+    """Legend of categories in the right margin, scanpy style."""
+    if not colors:
         return
     handles = [
         Line2D([], [], marker="o", linestyle="", color=color, markersize=7, label=name)
         for name, color in colors.items()
     ]
-    kwargs = {"frameon": False, "title": title}
-    if loc == "right margin":
-        kwargs.update(loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=1 + len(handles) // 15)
-    else:
-        kwargs["loc"] = loc
-    ax.legend(handles=handles, **kwargs)
+    ax.legend(
+        handles=handles,
+        frameon=False,
+        title=title,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        ncol=1 + len(handles) // 15,
+    )

@@ -1,13 +1,12 @@
-"""Groups as points: a scatter of the distribution embeddings, one dot per group."""
+"""Groups as points: ``sc.pl.embedding`` of the distribution embeddings, one dot per group."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib as mpl
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import scanpy as sc
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
@@ -16,9 +15,9 @@ from scipy import sparse
 from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
 from ..data import group_labels
 from ..tl._distances import embedding_table, recorded_group_key
-from ._colors import NA_COLOR, as_categorical, categorical_legend, category_colors, is_categorical
+from ._colors import NA_COLOR, as_categorical, category_colors, is_categorical
 from ._figure import check_axes, check_save, finish
-from ._reduce import PCA2, umap_2d
+from ._reduce import PCA2
 
 
 def group_embedding(
@@ -54,8 +53,14 @@ def group_embedding(
 
     Missing coordinates are computed on a private AnnData (``adata`` is never modified):
     ``basis="pca"`` is a PCA of the embeddings (SVD, signs fixed), ``basis="umap"`` a UMAP
-    with scanpy (``sc.pp.neighbors(use_rep="X")``, ``n_neighbors`` default ``min(15,
+    with scanpy (``sc.pp.neighbors`` on the embeddings, ``n_neighbors`` default ``min(15,
     n_groups - 1)``, then ``sc.tl.umap``; at least 4 groups).
+
+    The groups, their columns, coordinates and ``uns[f"{color}_colors"]`` are put on that
+    private AnnData and drawn by :func:`scanpy.pl.embedding`, so the plot looks and behaves
+    as scanpy's: axis labels ``PC1``/``UMAP1`` (no explained variance), groups without a
+    value listed as ``NA`` in the legend, every category of the column in the legend, and
+    several colours without ``ax`` laid out on scanpy's panel grid (4 per row).
 
     Parameters
     ----------
@@ -64,13 +69,15 @@ def group_embedding(
     color
         Group-level column(s) of ``obs``. Categorical/string/boolean columns get a legend and
         scanpy's palette (or the colours in ``uns[f"{color}_colors"]``), numeric ones a
-        colour bar. A list draws one panel per column. ``None``: one colour.
+        colour bar. A list draws one panel per column. ``None``: one colour (``na_color``, as
+        in scanpy).
     basis
         ``"umap"``, ``"pca"`` or, for a group AnnData, any key of its ``obsm``.
     key
         ``uns`` key of the embedding table, for cell-level input.
     palette
-        Colours of categories: a colormap (name), a list, or a mapping category → colour.
+        Colours of categories: a colormap (name), a list, or a mapping category → colour
+        (which must name every category); overrides ``uns[f"{color}_colors"]``.
     cmap
         Colormap of numeric columns.
     size
@@ -108,42 +115,89 @@ def group_embedding(
     columns = [color] if color is None or isinstance(color, str) else list(color)
     if not columns:
         raise ValueError("`color` is an empty list.")
-    titles = _titles(title, columns)
     axes = check_axes(ax, len(columns), f"{len(columns)} colour(s)")
-    z, obs, uns, obsm = _group_view(adata, key, [c for c in columns if c is not None])
-    coords, axis_labels = _coordinates(z, obsm, basis, n_neighbors, random_state)
-    if axes is None:
-        _, grid = plt.subplots(
-            1, len(columns), figsize=(5.2 * len(columns), 4), squeeze=False, layout="constrained"
-        )
-        axes = list(grid[0])
+    private, name = _private_adata(
+        adata, key, [c for c in columns if c is not None], basis, n_neighbors, random_state
+    )
+    if palette is not None:  # checked here (a clear error for a missing category), then stored
+        for column in private.obs.columns[private.obs.dtypes == "category"]:
+            colors = category_colors(private.obs[column].cat.categories, palette)
+            private.uns[f"{column}_colors"] = list(colors.values())
+    titles = None if title is None else [title] if isinstance(title, str) else list(title)
+    if titles is not None and len(titles) != len(columns):
+        raise ValueError(f"Got {len(titles)} titles for {len(columns)} panels.")
     if size is None:
-        size = float(np.clip(120_000 / max(len(coords), 1), 20, 200))
-    for panel, column, panel_title in zip(axes, columns, titles, strict=True):
-        values = None if column is None else obs[column]
-        stored = None if column is None else uns.get(f"{column}_colors")
-        _scatter(panel, coords, values, stored, palette, cmap, size, na_color, legend_loc, column)
-        panel.set_title(panel_title)
-        panel.set_xlabel(axis_labels[0], loc="left")
-        panel.set_ylabel(axis_labels[1], loc="bottom")
-        panel.set_xticks([])
-        panel.set_yticks([])
+        size = float(np.clip(120_000 / private.n_obs, 20, 200))
+    common = {
+        "basis": name,
+        "color_map": cmap,
+        "size": size,
+        "legend_loc": legend_loc,
+        "na_color": na_color,
+        "show": False,
+    }
+    if axes is None:  # scanpy lays out the panels
+        drawn = sc.pl.embedding(private, color=columns, title=titles, **common)
+        axes = [drawn] if isinstance(drawn, Axes) else list(drawn)
+    else:
+        for i, (panel, column) in enumerate(zip(axes, columns, strict=True)):
+            panel_title = None if titles is None else titles[i]
+            sc.pl.embedding(private, color=column, title=panel_title, ax=panel, **common)
     finish(axes[0].figure, ax is not None, show, save_path)
     if color is None or isinstance(color, str):
         return axes[0]
     return dict(zip(columns, axes, strict=True))
 
 
-def _titles(title, columns) -> list[str]:
-    if title is None:
-        return ["groups" if c is None else str(c) for c in columns]
-    titles = [title] if isinstance(title, str) else list(title)
-    if len(titles) != len(columns):
-        raise ValueError(f"Got {len(titles)} titles for {len(columns)} panels.")
-    return titles
-
-
 # ------------------------------------------------------------------------------- input
+def _private_adata(adata, key, columns, basis, n_neighbors, random_state):
+    """A new group-level AnnData for ``sc.pl.embedding`` and the name of its basis.
+
+    ``obs``: the groups with ``columns`` (categorical, or numeric as float); ``obsm``: the 2-D
+    coordinates; ``uns``: the user's ``{column}_colors``.
+    """
+    z, obs, uns, obsm = _group_view(adata, key, columns)
+    private = AnnData(obs=pd.DataFrame(index=obs.index.astype(str)))
+    for column in columns:
+        values = obs[column]
+        if is_categorical(values):
+            private.obs[column] = as_categorical(values)
+        else:
+            private.obs[column] = pd.to_numeric(values, errors="raise").to_numpy(np.float64)
+        if f"{column}_colors" in uns:
+            private.uns[f"{column}_colors"] = list(uns[f"{column}_colors"])
+    if not isinstance(basis, str):
+        raise ValueError(f"`basis` must be a string, got {basis!r}.")
+    name = basis.removeprefix("X_")
+    basis_key = f"X_{name}"
+    if obsm is not None and basis_key in obsm:
+        coords = np.asarray(obsm[basis_key], dtype=np.float64)
+        if coords.ndim != 2 or coords.shape[1] < 2:
+            raise ValueError(f"obsm[{basis_key!r}] needs at least 2 columns.")
+        private.obsm[basis_key] = coords[:, :2]
+    elif name == "pca":
+        private.obsm[basis_key] = PCA2.fit(z).transform(z)
+    elif name == "umap":
+        n = private.n_obs
+        if n < 4:
+            raise ValueError(f"A UMAP needs at least 4 groups, got {n}; use basis='pca'.")
+        private.obsm["X_gde"] = z.astype(np.float32)
+        sc.pp.neighbors(
+            private,
+            use_rep="X_gde",
+            n_neighbors=min(15, n - 1) if n_neighbors is None else n_neighbors,
+            random_state=random_state,
+        )
+        sc.tl.umap(private, random_state=random_state)
+    else:
+        available = [] if obsm is None else list(obsm)
+        raise KeyError(
+            f"Unknown basis {basis!r}: use 'umap' or 'pca' (computed from the embeddings) or, "
+            f"for a group AnnData, a key of its obsm (available: {available})."
+        )
+    return private, name
+
+
 def _group_view(adata: AnnData, key: str, columns: list[str]):
     """Embeddings (groups × d), group-level obs, uns (colours) and obsm (or ``None``)."""
     if not isinstance(adata, AnnData):
@@ -204,59 +258,3 @@ def _aggregate_obs(adata: AnnData, names: pd.Index, columns: list[str]) -> pd.Da
             per_group = pd.Series(mean.to_numpy(), index=group_names[mean.index])
         obs[column] = per_group.reindex(names)
     return obs
-
-
-# ------------------------------------------------------------------------ coordinates
-def _coordinates(z, obsm, basis: str, n_neighbors, random_state) -> tuple[np.ndarray, tuple]:
-    if not isinstance(basis, str):
-        raise ValueError(f"`basis` must be a string, got {basis!r}.")
-    basis_key = basis if basis.startswith("X_") else f"X_{basis}"
-    name = basis_key[2:].upper()
-    if obsm is not None and basis_key in obsm:
-        coords = np.asarray(obsm[basis_key], dtype=np.float64)
-        if coords.ndim != 2 or coords.shape[1] < 2:
-            raise ValueError(f"obsm[{basis_key!r}] needs at least 2 columns.")
-        return coords[:, :2], (f"{name}1", f"{name}2")
-    if basis_key == "X_pca":
-        pca = PCA2.fit(z)
-        return pca.transform(z), pca.axis_labels()
-    if basis_key == "X_umap":
-        return umap_2d(z, n_neighbors, random_state), ("UMAP1", "UMAP2")
-    available = [] if obsm is None else list(obsm)
-    raise KeyError(
-        f"Unknown basis {basis!r}: use 'umap' or 'pca' (computed from the embeddings) or, for a "
-        f"group AnnData, a key of its obsm (available: {available})."
-    )
-
-
-# ---------------------------------------------------------------------------- drawing
-def _scatter(ax, coords, values, stored, palette, cmap, size, na_color, legend_loc, name):
-    style = {"s": size, "linewidths": 0.5, "edgecolors": "white"}
-    if values is None:
-        first = mpl.rcParams["axes.prop_cycle"].by_key().get("color", ["#1f77b4"])[0]
-        ax.scatter(coords[:, 0], coords[:, 1], color=first, **style)
-        return
-    if is_categorical(values):
-        cats = as_categorical(values)
-        colors = category_colors(cats.categories, palette, stored)
-        labels = np.asarray(cats, dtype=object)
-        missing = pd.isna(labels)
-        order = np.concatenate([np.flatnonzero(missing), np.flatnonzero(~missing)])
-        point_colors = [na_color if missing[i] else colors[labels[i]] for i in order]
-        ax.scatter(coords[order, 0], coords[order, 1], c=point_colors, **style)
-        present = set(labels[~missing])
-        shown = {c: col for c, col in colors.items() if c in present}
-        categorical_legend(ax, shown, legend_loc, None, coords, labels)
-        return
-    numeric = pd.to_numeric(values, errors="raise").to_numpy(dtype=np.float64)
-    order = np.argsort(np.where(np.isnan(numeric), -np.inf, numeric), kind="stable")
-    colormap = (mpl.colormaps[cmap] if isinstance(cmap, str) else cmap).with_extremes(bad=na_color)
-    mappable = ax.scatter(
-        coords[order, 0],
-        coords[order, 1],
-        c=numeric[order],
-        cmap=colormap,
-        plotnonfinite=True,
-        **style,
-    )
-    ax.figure.colorbar(mappable, ax=ax, fraction=0.05, pad=0.02, label=None)

@@ -151,7 +151,7 @@ def group_distance_heatmap(
         legend_title = label_title or (str(label_values.name) if label_values.name else None)
         legend_ax = divider.append_axes("right", size=0.1, pad=0.6)
         legend_ax.set_axis_off()
-        categorical_legend(legend_ax, shown, "right margin", legend_title)
+        categorical_legend(legend_ax, shown, legend_title)
 
     tree = None
     if dendrogram and linkage is not None:

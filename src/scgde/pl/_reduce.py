@@ -1,4 +1,4 @@
-"""Two-dimensional views of a few points (group embeddings, cells): PCA and UMAP."""
+"""Two-dimensional views of a few points (group embeddings, cells): PCA."""
 
 from __future__ import annotations
 
@@ -49,22 +49,3 @@ class PCA2:
 
     def axis_labels(self) -> tuple[str, str]:
         return tuple(f"PC{i + 1} ({100 * r:.0f}%)" for i, r in enumerate(self.explained_ratio))
-
-
-def umap_2d(x: np.ndarray, n_neighbors: int | None = None, random_state: int = 0) -> np.ndarray:
-    """UMAP of the rows of ``x`` with scanpy (kNN graph on ``x`` itself), on a new AnnData.
-
-    ``n_neighbors`` defaults to ``min(15, n - 1)``; at least 4 points are needed.
-    """
-    import scanpy as sc
-    from anndata import AnnData
-
-    n = x.shape[0]
-    if n < 4:
-        raise ValueError(f"A UMAP needs at least 4 points, got {n}; use basis='pca'.")
-    if n_neighbors is None:
-        n_neighbors = min(15, n - 1)
-    view = AnnData(np.asarray(x, dtype=np.float32))
-    sc.pp.neighbors(view, use_rep="X", n_neighbors=n_neighbors, random_state=random_state)
-    sc.tl.umap(view, random_state=random_state)
-    return np.asarray(view.obsm["X_umap"], dtype=np.float64)

@@ -34,6 +34,10 @@ def sqrtm_psd(cov) -> np.ndarray:
     return (eigenvectors * roots[..., None, :]) @ np.swapaxes(eigenvectors, -1, -2)
 
 
+# POT has the Bures distance (ot.gaussian.bures_distance), but its matrix square root takes
+# sqrt of the eigenvalues without clipping: the round-off negative eigenvalues of a
+# rank-deficient covariance (a set with fewer points than dimensions) give NaN, then a
+# LinAlgError. These functions clip them (tests/test_metrics.py::test_bures_rank_deficient).
 def _trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> np.ndarray:
     """``tr (S2^{1/2} S1 S2^{1/2})^{1/2}`` for broadcastable stacks of validated covariances."""
     root2 = sqrtm_psd(cov2)

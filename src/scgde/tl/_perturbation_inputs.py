@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scanpy as sc
 from anndata import AnnData
-from scipy import sparse
 
 from .._utils import layer_matrix
 
@@ -44,19 +44,18 @@ def obs_labels(adata: AnnData, key: str, what: str) -> np.ndarray:
 def group_means(matrix, codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Mean row of every group, ``(n_groups, n_vars)`` float64; cells with code -1 are ignored.
 
-    One sparse indicator product, so ``matrix`` (dense or sparse) is read once and not copied.
+    :func:`scanpy.get.aggregate` on an AnnData that wraps ``matrix`` (dense or sparse, not
+    copied). The ignored cells form a group of their own, dropped from the result (scanpy's
+    ``mask`` still counts masked cells in the mean of the group they are coded in).
     """
     codes = np.asarray(codes, dtype=np.int64)
-    keep = np.flatnonzero(codes >= 0)
-    counts = np.bincount(codes[keep], minlength=n_groups).astype(np.float64)
-    if (counts == 0).any():
-        raise AssertionError("every group needs at least one cell")  # callers guarantee it
-    weights = sparse.csr_matrix(
-        (1.0 / counts[codes[keep]], (codes[keep], keep)), shape=(n_groups, matrix.shape[0])
+    names = [str(i) for i in range(n_groups)]
+    groups = pd.Categorical.from_codes(
+        np.where(codes >= 0, codes, n_groups), categories=[*names, "ignored"]
     )
-    means = weights @ matrix
-    means = means.toarray() if sparse.issparse(means) else np.asarray(means)
-    return np.asarray(means, dtype=np.float64)
+    cells = AnnData(matrix, obs=pd.DataFrame({"group": groups}, index=map(str, range(len(codes)))))
+    means = sc.get.aggregate(cells, by="group", func="mean")
+    return np.asarray(means[names].layers["mean"], dtype=np.float64)
 
 
 def pair_index(pairs: list[tuple[str, str | None]], perturbation_key: str, context_key):

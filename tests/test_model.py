@@ -169,7 +169,15 @@ def test_embedding_written_the_scanpy_way(trained):
     for group in groups[:3]:
         rows = per_cell[(adata.obs["sample"] == group).to_numpy()]
         np.testing.assert_array_equal(rows, np.tile(table.loc[group].to_numpy(), (len(rows), 1)))
-    assert adata.uns["gde"]["key_added"] == "X_test" and adata.uns["gde"]["group_key"] == "sample"
+    assert adata.uns["gde"]["X_test"]["group_key"] == "sample"
+    # a second key keeps the settings of the first
+    model.get_distribution_embedding(key_added="X_second")
+    assert set(adata.uns["gde"]) >= {"X_test", "X_second"}
+    assert adata.uns["gde"]["X_second"]["n_latent"] == 8
+    # the flat settings of scgde 0.1 move under their key
+    adata.uns["gde"] = {"key_added": "X_old", "group_key": "sample"}
+    model.get_distribution_embedding(key_added="X_new")
+    assert adata.uns["gde"]["X_old"] == {"group_key": "sample"} and "X_new" in adata.uns["gde"]
 
 
 def test_embedding_of_a_subset_of_groups_leaves_other_cells_nan(trained):
@@ -284,8 +292,10 @@ def test_sample_counts_from_groups_and_embeddings(trained):
     assert (
         sparse.issparse(generated.X) and (values >= 0).all() and (values == np.round(values)).all()
     )
-    again = model.sample(groups=groups, n_cells=25, seed=0)
+    again = model.sample(groups=groups, n_cells=25)  # seed=0 by default, as predict
     assert (generated.X != again.X).nnz == 0
+    fresh = [model.sample(groups=groups, n_cells=25, seed=None).X for _ in range(2)]
+    assert (fresh[0] != fresh[1]).nnz > 0
 
     table = model.get_distribution_embedding(key_added=None)
     midpoint = ((table.iloc[[0]].to_numpy() + table.iloc[[1]].to_numpy()) / 2).astype(np.float32)

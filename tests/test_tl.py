@@ -36,7 +36,7 @@ def _cells(seed=0, sizes=(30, 12, 25, 7)):
     )
     adata.uns["X_gde"] = table
     adata.obsm["X_gde"] = table.loc[group].to_numpy(np.float32)
-    adata.uns["gde"] = {"key_added": "X_gde", "group_key": "sample", "n_groups": len(names)}
+    adata.uns["gde"] = {"X_gde": {"group_key": "sample", "n_groups": len(names)}}
     return adata
 
 
@@ -140,14 +140,22 @@ def test_energy_use_rep_x_sparse_and_explicit_group_key(cells):
 
 
 def test_energy_group_key_list_uses_model_labels(cells):
-    cells.uns["gde"]["group_key"] = ["donor", "sample"]
+    cells.uns["gde"]["X_gde"]["group_key"] = ["donor", "sample"]
     d = tl.group_distances(cells, method="energy")
     assert "d1 | s0" in d.index and "d2 | s3" in d.index
     assert len(d) == 4
 
 
 def test_energy_uses_group_key_from_settings(cells):
-    cells.uns["gde"]["group_key"] = "donor"
+    cells.uns["gde"]["X_gde"]["group_key"] = "donor"
+    assert list(tl.group_distances(cells, method="energy").index) == ["d1", "d2"]
+    # the settings of each key are its own
+    cells.uns["X_other"] = cells.uns["X_gde"]
+    cells.uns["gde"]["X_other"] = {"group_key": "sample"}
+    other = tl.group_distances(cells, key="X_other", method="energy")
+    assert sorted(other.index) == ["s0", "s1", "s2", "s3"]
+    # the flat settings of scgde 0.1 are still read
+    cells.uns["gde"] = {"key_added": "X_gde", "group_key": "donor"}
     assert list(tl.group_distances(cells, method="energy").index) == ["d1", "d2"]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -73,8 +73,10 @@ class EmbeddingMixin:
         key_added: str | None = DEFAULT_KEY_ADDED,
         batch_size: int = 4096,
     ) -> pd.DataFrame:
-        """Embed every group from **all** its cells.
+        """Embed every group from **all** its cells, and write the result into ``adata``.
 
+        As scanpy's tools do, the result goes into ``adata`` (``uns[key_added]``,
+        ``obsm[key_added]``, ``uns["gde"][key_added]``; ``key_added=None`` only returns it).
         The encoder pools by means, so the cells are streamed in chunks of ``batch_size``
         (memory does not grow with group size) and the result equals encoding each group at
         once. New groups (not seen in training) are embedded like any other.
@@ -88,7 +90,8 @@ class EmbeddingMixin:
         key_added
             Where to write the result: ``adata.uns[key_added]`` (the table),
             ``adata.obsm[key_added]`` (each cell gets its group's embedding; NaN for cells of
-            groups not embedded) and the settings in ``adata.uns["gde"]``. ``None`` writes
+            groups not embedded) and the settings (group key, encoder, generator, ...) in
+            ``adata.uns["gde"][key_added]``, beside those of other keys. ``None`` writes
             nothing.
         batch_size
             Cells per chunk.
@@ -109,7 +112,6 @@ class EmbeddingMixin:
             per_cell = np.full((data.n_obs, z.shape[1]), np.nan, dtype=np.float32)
             per_cell[cell_indices] = z[cell_group_ids]
             settings = {
-                "key_added": key_added,
                 "group_key": self.group_key,
                 "n_groups": len(names),
                 "n_latent": int(z.shape[1]),
@@ -117,10 +119,15 @@ class EmbeddingMixin:
                 "generator": self.generator_name_,
                 "likelihood": self.module.likelihood,
             }
+            recorded = target.uns.get(UNS_SETTINGS_KEY)
+            recorded = dict(recorded) if isinstance(recorded, Mapping) else {}
+            if isinstance(recorded.get("key_added"), str):  # scgde 0.1: one flat dict
+                recorded = {recorded.pop("key_added"): recorded}
+            recorded[key_added] = settings
             # all results are computed: write them together so a failure writes nothing
             target.uns[key_added] = table
             target.obsm[key_added] = per_cell
-            target.uns[UNS_SETTINGS_KEY] = settings
+            target.uns[UNS_SETTINGS_KEY] = recorded
         return table
 
     def get_group_adata(

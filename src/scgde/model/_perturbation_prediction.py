@@ -42,7 +42,7 @@ class PredictionMixin:
         """Embedding of each perturbation: its mean shift ``z − z_ctrl`` over its contexts.
 
         Written to ``adata.uns[key_added]`` (``None`` writes nothing); the embeddings of the
-        sets themselves come from :meth:`get_distribution_embedding`.
+        sets themselves come from :meth:`~scgde.model.GDE.get_distribution_embedding`.
         """
         self._check_if_trained(warn=True)
         if key_added is not None:
@@ -89,7 +89,8 @@ class PredictionMixin:
             training contexts where it was observed (the scGen approach; only for perturbations
             seen in other contexts).
         seed
-            Seed of the generated cells.
+            Seed of the generated cells (the same cells on every call by default, as in
+            :meth:`~scgde.model.GDE.sample`); ``None``: fresh cells on every call.
         batch_size
             Cells per chunk when embedding the controls.
         sampler_kwargs

@@ -12,9 +12,9 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from scipy import sparse
 
-from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
+from .._constants import DEFAULT_KEY_ADDED
 from ..data import group_labels
-from ..tl._distances import embedding_table, recorded_group_key
+from ..tl._distances import embedding_table, recorded_group_key, recorded_settings
 from ._colors import NA_COLOR, as_categorical, category_colors, is_categorical
 from ._figure import check_axes, check_save, finish
 from ._reduce import PCA2
@@ -48,7 +48,7 @@ def group_embedding(
     * the **cell-level AnnData** with the embedding table in ``adata.uns[key]`` (written by
       :meth:`~scgde.model.GDE.get_distribution_embedding`); ``color`` is then an ``obs``
       column of the cells, aggregated per group (``group_key`` recorded in
-      ``adata.uns["gde"]``): a categorical column must have one value per group, a numeric
+      ``adata.uns["gde"][key]``): a categorical column must have one value per group, a numeric
       column is averaged over the group's cells.
 
     Missing coordinates are computed on a private AnnData (``adata`` is never modified):
@@ -202,12 +202,11 @@ def _group_view(adata: AnnData, key: str, columns: list[str]):
     """Embeddings (groups × d), group-level obs, uns (colours) and obsm (or ``None``)."""
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
-    settings = adata.uns.get(UNS_SETTINGS_KEY)
-    cell_level = key in adata.uns or (isinstance(settings, dict) and "key_added" in settings)
+    cell_level = key in adata.uns or bool(recorded_settings(adata))
     if cell_level:
         table = embedding_table(adata, key)  # clear KeyError when only settings are there
         z = table.to_numpy(dtype=np.float64)
-        obs = _aggregate_obs(adata, table.index.astype(str), columns)
+        obs = _aggregate_obs(adata, key, table.index.astype(str), columns)
         return z, obs, adata.uns, None
     missing = [c for c in columns if c not in adata.obs.columns]
     if missing:
@@ -222,7 +221,7 @@ def _group_view(adata: AnnData, key: str, columns: list[str]):
     return z, adata.obs, adata.uns, adata.obsm
 
 
-def _aggregate_obs(adata: AnnData, names: pd.Index, columns: list[str]) -> pd.DataFrame:
+def _aggregate_obs(adata: AnnData, key: str, names: pd.Index, columns: list[str]) -> pd.DataFrame:
     """Per-group values of cell-level obs columns (one category per group, or a mean)."""
     missing = [c for c in columns if c not in adata.obs.columns]
     if missing:
@@ -230,7 +229,7 @@ def _aggregate_obs(adata: AnnData, names: pd.Index, columns: list[str]) -> pd.Da
     obs = pd.DataFrame(index=names)
     if not columns:
         return obs
-    labels = group_labels(adata.obs, recorded_group_key(adata))
+    labels = group_labels(adata.obs, recorded_group_key(adata, key))
     codes = np.asarray(labels.codes)
     group_names = labels.categories.astype(str)
     for column in columns:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,7 @@ def group_distances(
         Also names the default output key.
     group_key
         ``"energy"`` only: obs column(s) defining the groups. Default: the ``group_key``
-        recorded in ``adata.uns["gde"]`` by ``get_distribution_embedding``. A list of
+        recorded in ``adata.uns["gde"][key]`` by ``get_distribution_embedding``. A list of
         columns defines groups by their combination, labelled ``"a | b"`` as in the model.
     method
         ``"euclidean"`` or ``"energy"``.
@@ -118,6 +118,8 @@ def group_distances(
             )
         names, matrix = _euclidean(adata, key)
     else:
+        if group_key is None:
+            group_key = recorded_group_key(adata, key)
         names, matrix = _energy(
             adata, group_key, use_rep or DEFAULT_ENERGY_REP, max_cells_per_group, seed
         )
@@ -164,14 +166,31 @@ def _euclidean(adata: AnnData, key: str) -> tuple[list[str], np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------- energy
-def recorded_group_key(adata: AnnData) -> str | list[str]:
-    """The ``group_key`` recorded in ``adata.uns["gde"]`` (by the model), or a clear error."""
-    settings = adata.uns.get(UNS_SETTINGS_KEY)
-    group_key = settings.get("group_key") if isinstance(settings, dict) else None
+def recorded_settings(adata: AnnData, key: str | None = None) -> dict:
+    """Settings that :meth:`~scgde.model.GDE.get_distribution_embedding` recorded in
+    ``adata.uns["gde"]``: those of ``key`` (``{}`` if none), or, with ``key=None``, those of
+    every key (``{key: settings}``).
+
+    Data written by scgde 0.1 hold one flat settings dict for the last ``key_added``; it is
+    read as the settings of any key (the group key is the model's, whatever the key).
+    """
+    recorded = adata.uns.get(UNS_SETTINGS_KEY)
+    if not isinstance(recorded, Mapping):
+        return {}
+    if isinstance(recorded.get("key_added"), str):  # scgde 0.1
+        by_key = {recorded["key_added"]: dict(recorded)}
+        return by_key if key is None else dict(recorded)
+    by_key = {k: dict(v) for k, v in recorded.items() if isinstance(v, Mapping)}
+    return by_key if key is None else by_key.get(key, {})
+
+
+def recorded_group_key(adata: AnnData, key: str) -> str | list[str]:
+    """The ``group_key`` recorded for ``key`` in ``adata.uns["gde"]``, or a clear error."""
+    group_key = recorded_settings(adata, key).get("group_key")
     if group_key is None:
         raise ValueError(
-            f"Pass `group_key`: adata.uns[{UNS_SETTINGS_KEY!r}] records none (it is written by "
-            "`model.get_distribution_embedding`)."
+            f"Pass `group_key`: adata.uns[{UNS_SETTINGS_KEY!r}] records none for {key!r} (it is "
+            "written by `model.get_distribution_embedding`)."
         )
     if isinstance(group_key, np.ndarray):  # lists come back from h5ad as arrays
         group_key = [str(k) for k in group_key]
@@ -219,8 +238,6 @@ def _energy(
     seed: int,
 ) -> tuple[list[str], np.ndarray]:
     max_cells_per_group = check_int(max_cells_per_group, "max_cells_per_group", allow_none=True)
-    if group_key is None:
-        group_key = recorded_group_key(adata)
     rep = representation(adata, use_rep)
     labels = group_labels(adata.obs, group_key)
     if len(labels.categories) == 0:

@@ -110,9 +110,7 @@ def test_forward_loss_shapes_zero_kl_and_gradients():
     assert reconstruction.shape == kl.shape == (n_cells,)
     assert torch.isfinite(reconstruction).all() and (reconstruction >= 0).all()
     assert torch.equal(kl, torch.zeros(n_cells))
-    torch.testing.assert_close(
-        reconstruction, ((outputs["eps_pred"] - latent["eps"]) ** 2).sum(-1)
-    )
+    torch.testing.assert_close(reconstruction, ((outputs["eps_pred"] - latent["eps"]) ** 2).sum(-1))
     # the noised cell is the forward process at each cell's step
     alpha_bar = gen.alphas_cumprod[latent["t"]].unsqueeze(-1)
     torch.testing.assert_close(

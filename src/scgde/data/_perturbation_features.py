@@ -237,7 +237,8 @@ def features_from_uns(adata: AnnData, key: str) -> pd.DataFrame:
 
     Returns
     -------
-    The table with string index, float values.
+    pandas.DataFrame
+        The table, with a string index and float values.
 
     Raises
     ------

@@ -155,7 +155,7 @@ def gaussian_geodesic(mean1, cov1, mean2, cov2, t) -> tuple[np.ndarray, np.ndarr
 
     Returns
     -------
-    mean, cov
+    tuple of numpy.ndarray
         Mean ``(d,)`` and covariance ``(d, d)`` of the interpolant.
 
     Raises

@@ -182,7 +182,8 @@ class EmbeddingMixin:
 
         Returns
         -------
-        ``(n_cells, n_latent_cell)`` array, rows in the order of ``indices`` (default: all).
+        numpy.ndarray
+            ``(n_cells, n_latent_cell)``, rows in the order of ``indices`` (default: all cells).
         """
         self._check_if_trained(warn=True)
         if not self.module.generator.has_cell_latent:

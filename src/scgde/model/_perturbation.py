@@ -56,8 +56,8 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
     target_knockdown
         Knock the target genes of genetic perturbations down in the predicted cells: every
         part of a perturbation that is a gene of ``adata`` has its generated counts thinned
-        to its knock-down factor (see :attr:`knockdown_factors_`; an unseen target gets the
-        median factor of the training targets, :attr:`knockdown_factor_`). The embedding
+        to its knock-down factor (see ``knockdown_factors_``; an unseen target gets the
+        median factor of the training targets, ``knockdown_factor_``). The embedding
         cannot carry the identity of a gene it never saw knocked down; this puts the one
         effect every CRISPRi/knock-out guide has back. It only lowers expression: a target
         whose factor is 1 or more (activation screens, CRISPRa) is left as generated.
@@ -188,7 +188,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
 
     @property
     def group_key(self) -> str | list[str]:
-        """The sets: perturbation and context columns combined."""
+        """The perturbation and context columns, whose combination defines the sets."""
         if self.context_key is None:
             return self.perturbation_key
         return [self.perturbation_key, self.context_key]
@@ -353,7 +353,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         with the lowest validation error; the predictor is then refitted on all examples for
         that many epochs. Full-batch Adam. With ``target_knockdown``, the knock-down factor
         of every single-gene training target is then estimated from the counts
-        (:attr:`knockdown_factors_`, and their median :attr:`knockdown_factor_`).
+        (``knockdown_factors_``, and their median ``knockdown_factor_``).
 
         With ``calibrate`` (and validation perturbations), the predicted shift is scaled so
         that it does not add noise: the predictor fitted without the validation perturbations

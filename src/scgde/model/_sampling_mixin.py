@@ -42,8 +42,9 @@ class SamplingMixin:
             Embeddings to generate from instead, e.g. an interpolation between two groups:
             a groups × ``n_latent`` DataFrame (its index names the outputs) or array.
         n_cells
-            Cells generated per group or embedding (every group by default, so fewer than the
-            500 per pair of :meth:`~scgde.model.PerturbationGDE.predict`, which are scored as pseudobulks).
+            Cells generated per group or embedding (every group by default, so fewer than
+            the 500 per pair of :meth:`~scgde.model.PerturbationGDE.predict`, which are
+            scored as pseudobulks).
         adata
             Reference AnnData; default: the training data.
         batch
@@ -51,8 +52,9 @@ class SamplingMixin:
             covariates and library size of a random cell of its group (of ``adata`` when
             generating from ``embedding``).
         seed
-            Seed of the generated cells (as in :meth:`~scgde.model.PerturbationGDE.predict`, the same cells
-            on every call by default); ``None``: fresh cells on every call.
+            Seed of the generated cells (the same cells on every call by default, as in
+            :meth:`~scgde.model.PerturbationGDE.predict`); ``None``: fresh cells on every
+            call.
         sampler_kwargs
             Passed to the generator's ``sample``. For ``generator="flow"``: the ODE solver,
             e.g. ``{"method": "heun", "n_sampling_steps": 20}`` (default: Euler, 10 steps).

@@ -7,7 +7,7 @@ from ._gde import GDEModule
 
 
 class PerturbationGDEModule(GDEModule):
-    """:class:`GDEModule` with a :class:`~scgde.nn.ShiftPredictor` (``shift_predictor``).
+    """:class:`.GDEModule` with a :class:`~scgde.nn.ShiftPredictor` (``shift_predictor``).
 
     The predictor maps a context's control embedding and a perturbation's features to the
     shift of the perturbed cells' embedding; it is fitted after the embedding (see

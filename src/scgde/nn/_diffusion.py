@@ -181,10 +181,10 @@ class DiffusionGenerator(FeatureStandardization, Generator):
             Ignored (continuous data).
         n_sampling_steps
             Number of denoising steps, evenly spaced over the ``n_steps`` of training.
-            Default: :attr:`n_sampling_steps` (all steps unless set otherwise).
+            Default: the constructor's ``n_sampling_steps`` (all steps unless set otherwise).
         method
             ``"ddpm"`` (ancestral, stochastic) or ``"ddim"`` (deterministic given the initial
-            noise). Default: :attr:`sampling_method`.
+            noise). Default: the constructor's ``sampling_method``.
         """
         method, n_sampling_steps = self._check_sampler(
             self.sampling_method if method is None else method,

@@ -183,10 +183,10 @@ class FlowGenerator(FeatureStandardization, Generator):
         library
             Ignored (continuous data).
         n_sampling_steps
-            Number of solver steps (default: :attr:`n_sampling_steps`); midpoint and Heun
-            evaluate the network twice per step.
+            Number of solver steps (default: the constructor's ``n_sampling_steps``);
+            midpoint and Heun evaluate the network twice per step.
         method
-            ``"euler"``, ``"midpoint"`` or ``"heun"`` (default: :attr:`method`).
+            ``"euler"``, ``"midpoint"`` or ``"heun"`` (default: the constructor's ``method``).
         """
         method, n_steps = self._check_sampler(
             self.method if method is None else method,

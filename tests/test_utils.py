@@ -1,8 +1,10 @@
-"""The shared argument checks."""
+"""The shared argument checks and matrix helpers."""
 
 import numpy as np
 import pytest
+from scipy import sparse
 
+from scgde import _utils
 from scgde._utils import check_int
 
 
@@ -89,3 +91,53 @@ def test_subsample_keeps_small_sets_and_draws_sorted_reproducible_subsets():
     # a generator is used as it is: two draws from one generator differ
     rng = np.random.default_rng(0)
     assert not np.array_equal(subsample(rows, 5, rng), subsample(rows, 5, rng))
+
+
+# ------------------------------------------------------------------------- normalisation
+def test_normalisation_matches_scanpy_and_keeps_empty_cells_zero():
+    import anndata as ad
+    import scanpy as sc
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2.0, size=(30, 12)).astype(np.float32)
+    counts[3] = 0  # a cell without counts
+    reference = ad.AnnData(sparse.csr_matrix(counts))
+    sc.pp.normalize_total(reference, target_sum=1e4)
+    sc.pp.log1p(reference)
+    for x in (counts, sparse.csr_matrix(counts)):
+        normalised = _utils.log_normalize(x)
+        assert normalised.dtype == np.float64 and normalised.shape == counts.shape
+        np.testing.assert_allclose(normalised, reference.X.toarray(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(_utils.normalize_total(x).sum(1)[counts.sum(1) > 0], 1e4)
+    assert (_utils.normalize_total(counts)[3] == 0).all()
+    np.testing.assert_array_equal(_utils.size_factors([0.0, 2.0, 4.0], 8.0), [8.0, 4.0, 2.0])
+
+
+def test_distinct_names():
+    assert _utils.distinct_names((1, "b"), "genes", "hint") == ["1", "b"]
+    with pytest.raises(ValueError, match="`genes` is empty; pass genes"):
+        _utils.distinct_names([], "genes", "pass genes")
+    with pytest.raises(ValueError, match=r"lists \['a'\] more than once"):
+        _utils.distinct_names(["a", "b", "a"], "genes", "hint")
+
+
+# ------------------------------------------------------------------------- docstrings
+def test_doc_params_fills_blocks_at_the_placeholder_indent_and_needs_a_placeholder():
+    from scgde._docs import SHOW_SAVE, doc_params
+
+    @doc_params(show_save=SHOW_SAVE)
+    def plot():
+        """Plot.
+
+        Parameters
+        ----------
+        {show_save}
+        """
+
+    lines = plot.__doc__.split("\n")
+    start = lines.index("        show")
+    assert lines[start + 2] == "        save"
+    assert lines[start + 1].startswith("            Show the figure")
+    assert "{show_save}" not in plot.__doc__
+    with pytest.raises(ValueError, match="no {show_save} line"):
+        doc_params(show_save=SHOW_SAVE)(lambda: None)

@@ -8,6 +8,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from ._constants import ENCODER_TARGET_SUM
+
 
 def check_int(value, name: str, minimum: int = 1, allow_none: bool = False) -> int | None:
     """``value`` as an ``int`` of at least ``minimum``.
@@ -67,6 +69,18 @@ def check_key_added(key_added: str, name: str = "key_added", reserved: tuple = (
     return key_added
 
 
+def distinct_names(values, name: str, empty_hint: str) -> list[str]:
+    """``values`` as a list of strings; a ``ValueError`` if there are none (with
+    ``empty_hint``) or one is repeated."""
+    names = [str(v) for v in values]
+    if not names:
+        raise ValueError(f"`{name}` is empty; {empty_hint}")
+    repeated = sorted({v for v in names if names.count(v) > 1})
+    if repeated:
+        raise ValueError(f"`{name}` lists {repeated} more than once.")
+    return names
+
+
 def layer_matrix(adata: AnnData, layer: str | None = None, what: str = "adata"):
     """``adata.X`` or ``adata.layers[layer]`` (not copied).
 
@@ -90,6 +104,25 @@ def to_dense(x) -> np.ndarray:
     """A dense or sparse matrix as a float64 ndarray."""
     x = x.toarray() if sparse.issparse(x) else np.asarray(x)
     return np.asarray(x, dtype=np.float64)
+
+
+def size_factors(totals, target_sum: float = ENCODER_TARGET_SUM) -> np.ndarray:
+    """Per-cell factors that scale counts with these ``totals`` to ``target_sum`` (cells
+    without counts get 1); float64."""
+    totals = np.asarray(totals, dtype=np.float64).reshape(-1)
+    return target_sum / np.where(totals > 0, totals, 1.0)
+
+
+def normalize_total(x, target_sum: float = ENCODER_TARGET_SUM) -> np.ndarray:
+    """Counts (dense or sparse) scaled to ``target_sum`` per cell, dense float64, as
+    ``sc.pp.normalize_total`` does (cells without counts stay zero)."""
+    x = to_dense(x)
+    return x * size_factors(x.sum(axis=1), target_sum)[:, None]
+
+
+def log_normalize(x, target_sum: float = ENCODER_TARGET_SUM) -> np.ndarray:
+    """``log1p`` of counts per ``target_sum`` (10^4: what the set encoder reads), dense."""
+    return np.log1p(normalize_total(x, target_sum))
 
 
 def dense_rows(x, rows=None, columns=None, check_finite: bool = False) -> np.ndarray:

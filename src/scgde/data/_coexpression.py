@@ -9,8 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._constants import ENCODER_TARGET_SUM
-from .._utils import check_int, layer_matrix, to_dense
+from .._utils import check_int, distinct_names, layer_matrix, size_factors, to_dense
 
 #: Fewest control cells for which gene-gene correlations are computed.
 MIN_CONTROL_CELLS = 3
@@ -74,12 +73,7 @@ def _coexpression_correlations(
     with index ``genes`` and columns ``adata.var_names``. Genes without variance in the control
     cells get correlation 0.
     """
-    genes = [str(g) for g in genes]
-    if not genes:
-        raise ValueError("`genes` is empty; pass the target genes of the perturbations.")
-    duplicated = sorted({g for g in genes if genes.count(g) > 1})
-    if duplicated:
-        raise ValueError(f"`genes` lists {duplicated} more than once.")
+    genes = distinct_names(genes, "genes", "pass the target genes of the perturbations.")
     var_names = adata.var_names.astype(str)
     if not var_names.is_unique:
         raise ValueError(
@@ -121,7 +115,7 @@ def _coexpression_correlations(
             "cannot be normalised to log1p(counts per 10^4); pass raw counts (`layer=...`) or "
             "normalize=False for data that is already normalised."
         )
-    scale = ENCODER_TARGET_SUM / np.where(totals > 0, totals, 1.0) if normalize else None
+    scale = size_factors(totals) if normalize else None
     if sparse.issparse(x):
         x = sparse.csc_matrix(x[rows])
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._utils import distinct_names
 from ._coexpression import coexpression_features, genes_varying_in
 from ._perturbation_names import control_parts, perturbation_parts, split_combination, unique_names
 
@@ -41,12 +42,7 @@ def one_hot_features(parts: Sequence[str]) -> pd.DataFrame:
     ValueError
         If ``parts`` is empty or has repeats.
     """
-    parts = [str(p) for p in parts]
-    if not parts:
-        raise ValueError("`parts` is empty; there are no perturbations to describe.")
-    duplicated = sorted({p for p in parts if parts.count(p) > 1})
-    if duplicated:
-        raise ValueError(f"`parts` lists {duplicated} more than once.")
+    parts = distinct_names(parts, "parts", "there are no perturbations to describe.")
     return pd.DataFrame(
         np.eye(len(parts)), index=pd.Index(parts), columns=[f"onehot_{p}" for p in parts]
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._constants import X_KEY
+from .._utils import size_factors
 from ..data import perturbation_parts
 from ..data._perturbation_names import control_parts, split_combination
 
@@ -28,9 +29,8 @@ _TARGETS_PER_CHUNK = 64  # target columns densified at once (memory: cells x 64 
 
 def _cp10k_columns(x, columns: list[int]) -> np.ndarray:
     """Counts per 10k of ``columns`` in every cell (cells × columns)."""
-    totals = np.maximum(np.asarray(x.sum(1)).ravel(), 1.0)
     block = x[:, columns].toarray() if sparse.issparse(x) else np.asarray(x)[:, columns]
-    return block / totals[:, None] * 1e4
+    return block * size_factors(x.sum(1))[:, None]
 
 
 def knockdown_factors(

@@ -10,8 +10,8 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 
-from .._constants import ENCODER_TARGET_SUM, X_KEY
-from .._utils import check_int, check_key_added, to_dense
+from .._constants import X_KEY
+from .._utils import check_int, check_key_added, log_normalize, to_dense
 from ..data import perturbation_feature_matrix
 from ..tl._perturbation_inputs import pair_index
 
@@ -21,13 +21,6 @@ _METHODS = ("predictor", "latent_arithmetic")
 #: Scales of the predicted shift tried by the calibration, and the cells decoded per pair.
 _CALIBRATION_SCALES = np.round(np.linspace(0.0, 1.0, 11), 2)
 _CALIBRATION_CELLS = 200
-
-
-def _log_normalized(x) -> np.ndarray:
-    """log1p of counts per 10k, dense, for pseudobulk shifts of count data."""
-    x = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
-    total = np.maximum(x.sum(1, keepdims=True), 1.0)
-    return np.log1p(x / total * ENCODER_TARGET_SUM)
 
 
 class PredictionMixin:
@@ -265,7 +258,7 @@ class PredictionMixin:
         """Pseudobulk shift of every (perturbation, context) pair of the training data, on
         the scale of :meth:`_pseudobulk_shift` (log1p counts per 10k for count data);
         ``rows``: the cells of every set (:meth:`_set_rows`)."""
-        transform = _log_normalized if self.module.count_data else to_dense
+        transform = log_normalize if self.module.count_data else to_dense
         x = self.adata_manager.get_from_registry(X_KEY)
 
         def mean_of(name: str) -> np.ndarray:
@@ -280,6 +273,6 @@ class PredictionMixin:
 
     def _pseudobulk_means(self, x, n_cells) -> np.ndarray:
         """Mean of each block of ``n_cells`` rows, log1p counts per 10k for count data."""
-        transform = _log_normalized if self.module.count_data else to_dense
+        transform = log_normalize if self.module.count_data else to_dense
         blocks = range(0, x.shape[0], n_cells)
         return np.stack([transform(x[i : i + n_cells]).mean(0) for i in blocks])

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from .._docs import CONTINUOUS_LIKELIHOOD, GENERATOR_ARGS, SAMPLE_ARGS, doc_params
 from .._utils import check_int
 from ._conditional_mlp import (
     FeatureStandardization,
@@ -42,6 +43,7 @@ def beta_schedule(n_steps: int, schedule: str = "linear") -> np.ndarray:
     raise ValueError(f"Unknown schedule {schedule!r}; choose one of {SCHEDULES}.")
 
 
+@doc_params(generator_args=GENERATOR_ARGS, continuous_likelihood=CONTINUOUS_LIKELIHOOD)
 class DiffusionGenerator(FeatureStandardization, Generator):
     """Conditional DDPM: an MLP predicts the noise added to a cell, given ``z`` and covariates.
 
@@ -61,14 +63,8 @@ class DiffusionGenerator(FeatureStandardization, Generator):
 
     Parameters
     ----------
-    n_input
-        Number of features.
-    n_latent_dist
-        Dimension of the distribution embedding ``z``.
-    n_covariates
-        Width of the covariate vector.
-    likelihood
-        Must be ``"gaussian"`` (continuous data); count likelihoods raise a ``ValueError``.
+    {generator_args}
+    {continuous_likelihood}
     n_steps
         Number of diffusion steps ``T``.
     schedule
@@ -162,6 +158,7 @@ class DiffusionGenerator(FeatureStandardization, Generator):
         reconstruction = (generative_outputs["eps_pred"] - latent["eps"]).pow(2).sum(-1)
         return reconstruction, torch.zeros_like(reconstruction)
 
+    @doc_params(sample_args=SAMPLE_ARGS)
     @torch.no_grad()
     def sample(
         self,
@@ -175,10 +172,7 @@ class DiffusionGenerator(FeatureStandardization, Generator):
 
         Parameters
         ----------
-        z, cov
-            Embeddings and covariates, one row per cell.
-        library
-            Ignored (continuous data).
+        {sample_args}
         n_sampling_steps
             Number of denoising steps, evenly spaced over the ``n_steps`` of training.
             Default: the constructor's ``n_sampling_steps`` (all steps unless set otherwise).

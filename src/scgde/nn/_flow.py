@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from .._docs import CONTINUOUS_LIKELIHOOD, GENERATOR_ARGS, SAMPLE_ARGS, doc_params
 from .._utils import check_int
 from ._conditional_mlp import (
     FeatureStandardization,
@@ -41,6 +42,7 @@ class _LinearPlusMLP(nn.Module):
         return self.linear(c) + self.mlp(c)
 
 
+@doc_params(generator_args=GENERATOR_ARGS, continuous_likelihood=CONTINUOUS_LIKELIHOOD)
 class FlowGenerator(FeatureStandardization, Generator):
     """Conditional flow matching in a location-scale frame predicted from ``z``.
 
@@ -65,14 +67,8 @@ class FlowGenerator(FeatureStandardization, Generator):
 
     Parameters
     ----------
-    n_input
-        Number of features.
-    n_latent_dist
-        Dimension of the distribution embedding ``z``.
-    n_covariates
-        Width of the covariate vector.
-    likelihood
-        Must be ``"gaussian"`` (continuous data); count likelihoods raise a ``ValueError``.
+    {generator_args}
+    {continuous_likelihood}
     n_hidden, n_layers, dropout
         Width, number of residual blocks and dropout of the velocity network.
     n_time_embedding
@@ -165,6 +161,7 @@ class FlowGenerator(FeatureStandardization, Generator):
             reconstruction = reconstruction + (0.5 * residual.pow(2) + out["log_scale"]).sum(-1)
         return reconstruction, torch.zeros_like(reconstruction)
 
+    @doc_params(sample_args=SAMPLE_ARGS)
     @torch.no_grad()
     def sample(
         self,
@@ -178,10 +175,7 @@ class FlowGenerator(FeatureStandardization, Generator):
 
         Parameters
         ----------
-        z, cov
-            Embeddings and covariates, one row per cell.
-        library
-            Ignored (continuous data).
+        {sample_args}
         n_sampling_steps
             Number of solver steps (default: the constructor's ``n_sampling_steps``);
             midpoint and Heun evaluate the network twice per step.

@@ -15,6 +15,7 @@ from torch import nn
 from torch.distributions import Normal, Poisson, kl_divergence
 
 from .._constants import COUNT_LIKELIHOODS, LIKELIHOODS
+from .._docs import GENERATOR_ARGS, doc_params
 from ._blocks import block_slices, block_totals
 from ._diffusion import DiffusionGenerator
 from ._flow import FlowGenerator
@@ -22,6 +23,7 @@ from ._generator import Generator
 from ._mlp import mlp
 
 
+@doc_params(generator_args=GENERATOR_ARGS)
 class CVAEGenerator(Generator):
     """Conditional VAE with a per-cell latent ``u`` and a count or Gaussian likelihood.
 
@@ -32,12 +34,7 @@ class CVAEGenerator(Generator):
 
     Parameters
     ----------
-    n_input
-        Number of features.
-    n_latent_dist
-        Dimension of the distribution embedding ``z``.
-    n_covariates
-        Width of the covariate vector (one-hot batch and categorical covariates, continuous ones).
+    {generator_args}
     likelihood
         One of ``"nb"``, ``"zinb"``, ``"poisson"``, ``"gaussian"``.
     n_latent_cell

@@ -13,6 +13,7 @@ from matplotlib.colors import Colormap
 from scipy import sparse
 
 from .._constants import DEFAULT_KEY_ADDED
+from .._docs import SHOW_SAVE, doc_params
 from ..data import group_labels
 from ..tl._distances import embedding_table, recorded_group_key, recorded_settings
 from ._colors import NA_COLOR, as_categorical, category_colors, is_categorical
@@ -20,6 +21,7 @@ from ._figure import check_axes, check_save, finish
 from ._reduce import PCA2
 
 
+@doc_params(show_save=SHOW_SAVE)
 def group_embedding(
     adata: AnnData,
     color: str | Sequence[str] | None = None,
@@ -93,11 +95,7 @@ def group_embedding(
         Of the UMAP, when it is computed.
     ax
         Axes to draw in (a list of them for a list of colours).
-    show
-        Show the figure; default: unless ``ax`` is given (never with a non-interactive
-        backend such as Agg).
-    save
-        File to save the figure to (the extension sets the format); written atomically.
+    {show_save}
 
     Returns
     -------

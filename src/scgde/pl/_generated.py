@@ -11,8 +11,9 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from .._utils import dense_rows, layer_matrix, subsample
-from ._expression import is_counts, normalize_total
+from .._docs import SHOW_SAVE, doc_params
+from .._utils import dense_rows, layer_matrix, normalize_total, subsample
+from ..data import looks_like_counts
 from ._figure import check_axes, check_save, finish
 from ._reduce import PCA2
 
@@ -28,6 +29,7 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+@doc_params(show_save=SHOW_SAVE)
 def generated_vs_real(
     real: AnnData,
     generated: AnnData,
@@ -84,10 +86,7 @@ def generated_vs_real(
     ax
         Three Axes (a sequence, or a dict with keys ``"embedding"``, ``"mean"``,
         ``"variance"``).
-    show
-        Show the figure; default: unless ``ax`` is given (never with a non-interactive backend).
-    save
-        File to save the figure to; written atomically.
+    {show_save}
 
     Returns
     -------
@@ -130,7 +129,7 @@ def generated_vs_real(
         check_finite=True,
     )
     if normalize is None:
-        normalize = is_counts(x_real) and is_counts(x_gen)
+        normalize = looks_like_counts(x_real) and looks_like_counts(x_gen)
     if log_scale is None:
         log_scale = bool(normalize)
     if normalize:

@@ -13,12 +13,14 @@ from mpl_toolkits.axes_grid1 import make_axes_locatable
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
+from .._docs import SHOW_SAVE, doc_params
 from ._colors import NA_COLOR, as_categorical, categorical_legend, category_colors
 from ._figure import check_save, finish
 
 LINKAGE_METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 
 
+@doc_params(show_save=SHOW_SAVE)
 def group_distance_heatmap(
     distances: pd.DataFrame,
     labels: pd.Series | Mapping | Sequence | None = None,
@@ -74,10 +76,7 @@ def group_distance_heatmap(
     ax
         Axes for the heatmap; the dendrogram, label strip and colour bar are appended beside
         it.
-    show
-        Show the figure; default: unless ``ax`` is given (never with a non-interactive backend).
-    save
-        File to save the figure to; written atomically.
+    {show_save}
 
     Returns
     -------

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
+from .._docs import SHOW_SAVE, doc_params
 from ._figure import check_axes, check_save, finish
 
 #: Panels drawn when ``keys`` is not given (those present in the history).
@@ -28,6 +29,7 @@ def split_key(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+@doc_params(show_save=SHOW_SAVE)
 def training_history(
     model,
     keys: str | Sequence[str] | None = None,
@@ -55,10 +57,7 @@ def training_history(
         Logarithmic y axis.
     ax
         Axes to draw in, one per key.
-    show
-        Show the figure; default: unless ``ax`` is given (never with a non-interactive backend).
-    save
-        File to save the figure to; written atomically.
+    {show_save}
 
     Returns
     -------

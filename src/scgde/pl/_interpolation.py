@@ -12,13 +12,14 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 
-from .._utils import check_int, dense_rows, layer_matrix
-from ..data import group_labels
-from ._expression import is_counts, normalize_total
+from .._docs import SHOW_SAVE, doc_params
+from .._utils import check_int, dense_rows, layer_matrix, log_normalize
+from ..data import group_labels, looks_like_counts
 from ._figure import check_axes, check_save, finish
 from ._reduce import PCA2
 
 
+@doc_params(show_save=SHOW_SAVE)
 def interpolation_path(
     model,
     group_a: str,
@@ -82,10 +83,7 @@ def interpolation_path(
         Colormap of ``t`` along the path.
     ax
         Axes: two (path, expression) for a model, one (path) for an embedding table.
-    show
-        Show the figure; default: unless ``ax`` is given (never with a non-interactive backend).
-    save
-        File to save the figure to; written atomically.
+    {show_save}
 
     Returns
     -------
@@ -208,8 +206,8 @@ def _step_means(x: np.ndarray, steps: np.ndarray, n_steps: int) -> np.ndarray:
 
 def _draw_expression(ax, model, adata, generated, t, genes, n_genes, group_a, group_b) -> None:
     x = dense_rows(generated.X, check_finite=True)
-    counts = is_counts(x)
-    values = np.log1p(normalize_total(x)) if counts else x
+    counts = looks_like_counts(x)
+    values = log_normalize(x) if counts else x
     steps = np.asarray(generated.obs["group"].cat.codes)
     means = pd.DataFrame(
         _step_means(values, steps, len(t)), columns=generated.var_names.astype(str)
@@ -255,6 +253,6 @@ def _real_means(model, adata, genes, counts, group_a, group_b) -> pd.DataFrame |
         if not len(cells):
             return None
         x = dense_rows(layer_matrix(adata, args.get("layer")), cells, check_finite=True)
-        values = np.log1p(normalize_total(x)) if counts else x
+        values = log_normalize(x) if counts else x
         rows.append(values[:, columns].mean(axis=0))
     return pd.DataFrame(rows, columns=genes)

@@ -141,3 +141,35 @@ def test_doc_params_fills_blocks_at_the_placeholder_indent_and_needs_a_placehold
     assert "{show_save}" not in plot.__doc__
     with pytest.raises(ValueError, match="no {show_save} line"):
         doc_params(show_save=SHOW_SAVE)(lambda: None)
+
+
+# ---------------------------------------------------------------------------------- PCA
+@pytest.mark.parametrize("shape", [(40, 6), (300, 150)])  # full SVD / ARPACK
+def test_principal_axes_match_sklearn_up_to_sign_with_fixed_signs(shape):
+    from sklearn.decomposition import PCA
+
+    from scgde._pca import PrincipalAxes
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape) @ np.diag(np.linspace(3.0, 0.1, shape[1])) + 5.0
+    pca = PrincipalAxes.fit(x, 4)
+    reference = PCA(n_components=4, svd_solver="full").fit(x)
+    signs = np.sign(np.sum(pca.axes * reference.components_, axis=1))
+    np.testing.assert_allclose(pca.axes, reference.components_ * signs[:, None], atol=1e-8)
+    np.testing.assert_allclose(pca.explained_ratio, reference.explained_variance_ratio_)
+    np.testing.assert_allclose(pca.transform(x), reference.transform(x) * signs, atol=1e-8)
+    largest = np.abs(pca.axes).argmax(axis=1)
+    assert (pca.axes[np.arange(4), largest] > 0).all()
+
+
+def test_principal_axes_keep_at_most_what_the_data_have():
+    from scgde._pca import PrincipalAxes
+    from scgde.pl._reduce import pca_2d
+
+    x = np.random.default_rng(1).normal(size=(3, 5))
+    assert PrincipalAxes.fit(x, 10).axes.shape == (3, 5)
+    one_feature = pca_2d(np.arange(4.0)[:, None])
+    assert (
+        one_feature.axes.shape == (2, 1)
+        and (one_feature.transform(np.ones((2, 1)))[:, 1] == 0).all()
+    )

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._pca import PrincipalAxes
 from .._utils import check_int, distinct_names, layer_matrix, size_factors, to_dense
 
 #: Fewest control cells for which gene-gene correlations are computed.
@@ -140,20 +141,6 @@ def _coexpression_correlations(
     return pd.DataFrame(corr, index=pd.Index(genes), columns=pd.Index(var_names))
 
 
-def _pca_scores(rows: np.ndarray, n_components: int) -> np.ndarray:
-    """Scores of the centred rows on their first ``n_components`` principal axes.
-
-    The sign of every axis is fixed so that its largest-magnitude loading is positive, which
-    makes the result deterministic.
-    """
-    centred = rows - rows.mean(axis=0)
-    u, s, vt = np.linalg.svd(centred, full_matrices=False)
-    u, s, vt = u[:, :n_components], s[:n_components], vt[:n_components]
-    signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(axis=1)])
-    signs[signs == 0] = 1.0
-    return u * (s * signs)
-
-
 def coexpression_features(
     adata: AnnData,
     genes: Sequence[str],
@@ -219,7 +206,8 @@ def coexpression_features(
         normalize=normalize,
     )  # fmt: skip
     n_kept = min(int(n_components), corr.shape[0] - 1, corr.shape[1])
-    scores = _pca_scores(corr.to_numpy(), n_kept)
+    rows = corr.to_numpy()
+    scores = PrincipalAxes.fit(rows, n_kept).transform(rows)
     return pd.DataFrame(
         scores, index=corr.index.copy(), columns=[f"coexpr_{i}" for i in range(n_kept)]
     )

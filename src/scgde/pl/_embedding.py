@@ -18,7 +18,7 @@ from ..data import group_labels
 from ..tl._distances import embedding_table, recorded_group_key, recorded_settings
 from ._colors import NA_COLOR, as_categorical, category_colors, is_categorical
 from ._figure import check_axes, check_save, finish
-from ._reduce import PCA2
+from ._reduce import pca_2d
 
 
 @doc_params(show_save=SHOW_SAVE)
@@ -174,7 +174,7 @@ def _private_adata(adata, key, columns, basis, n_neighbors, random_state):
             raise ValueError(f"obsm[{basis_key!r}] needs at least 2 columns.")
         private.obsm[basis_key] = coords[:, :2]
     elif name == "pca":
-        private.obsm[basis_key] = PCA2.fit(z).transform(z)
+        private.obsm[basis_key] = pca_2d(z).transform(z)
     elif name == "umap":
         n = private.n_obs
         if n < 4:

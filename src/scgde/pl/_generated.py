@@ -15,7 +15,7 @@ from .._docs import SHOW_SAVE, doc_params
 from .._utils import dense_rows, layer_matrix, normalize_total, subsample
 from ..data import looks_like_counts
 from ._figure import check_axes, check_save, finish
-from ._reduce import PCA2
+from ._reduce import axis_labels, pca_2d
 
 #: Colours of real and generated cells.
 REAL_COLOR = "#7f7f7f"
@@ -143,7 +143,7 @@ def generated_vs_real(
         axes = list(grid)
     embedding_ax, mean_ax, var_ax = axes
 
-    pca = PCA2.fit(embed_real)
+    pca = pca_2d(embed_real)
     coords = np.concatenate([pca.transform(embed_real), pca.transform(embed_gen)])
     is_generated = np.repeat([False, True], [len(x_real), len(x_gen)])
     order = rng.permutation(len(coords))
@@ -162,7 +162,7 @@ def generated_vs_real(
         Line2D([], [], marker="o", ls="", color=GENERATED_COLOR, label=f"generated ({len(x_gen)})"),
     ]
     embedding_ax.legend(handles=handles, frameon=False, loc="best")
-    labels = pca.axis_labels()
+    labels = axis_labels(pca)
     embedding_ax.set_xlabel(labels[0] + ", fitted on real cells")
     embedding_ax.set_ylabel(labels[1])
     embedding_ax.set_xticks([])

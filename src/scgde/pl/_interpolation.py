@@ -16,7 +16,7 @@ from .._docs import SHOW_SAVE, doc_params
 from .._utils import check_int, dense_rows, layer_matrix, log_normalize
 from ..data import group_labels, looks_like_counts
 from ._figure import check_axes, check_save, finish
-from ._reduce import PCA2
+from ._reduce import axis_labels, pca_2d
 
 
 @doc_params(show_save=SHOW_SAVE)
@@ -168,7 +168,7 @@ def _check_table(embedding) -> pd.DataFrame:
 
 
 def _draw_path(ax, z, names, path, t, group_a, group_b, colormap) -> None:
-    pca = PCA2.fit(z)
+    pca = pca_2d(z)
     groups = pca.transform(z)
     line = pca.transform(path)
     ax.scatter(groups[:, 0], groups[:, 1], s=30, color="0.75", linewidths=0, label="groups")
@@ -188,7 +188,7 @@ def _draw_path(ax, z, names, path, t, group_a, group_b, colormap) -> None:
     for name, point in ((group_a, line[0]), (group_b, line[-1])):
         ax.annotate(name, point, xytext=(5, 5), textcoords="offset points", fontsize=9)
     ax.figure.colorbar(mappable, ax=ax, fraction=0.05, pad=0.02, label="t")
-    labels = pca.axis_labels()
+    labels = axis_labels(pca)
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.set_xticks([])

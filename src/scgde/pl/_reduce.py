@@ -1,51 +1,29 @@
-"""Two-dimensional views of a few points (group embeddings, cells): PCA."""
+"""Two-dimensional PCA views of a few points (group embeddings, cells)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
+from .._pca import PrincipalAxes
 
-@dataclass(frozen=True)
-class PCA2:
-    """A principal component analysis with two components, fitted by SVD.
 
-    Signs are fixed (largest |loading| of each component positive) so plots are reproducible.
-    """
+def pca_2d(x) -> PrincipalAxes:
+    """:class:`~scgde._pca.PrincipalAxes` with exactly two axes: zero axes (scores 0) where the
+    data have fewer dimensions or points."""
+    pca = PrincipalAxes.fit(x, 2)
+    missing = 2 - pca.axes.shape[0]
+    if missing:
+        zeros = np.zeros((missing, pca.mean.shape[0]))
+        pca = replace(
+            pca,
+            axes=np.vstack([pca.axes, zeros]),
+            singular_values=np.concatenate([pca.singular_values, np.zeros(missing)]),
+        )
+    return pca
 
-    mean: np.ndarray
-    components: np.ndarray  # (2, d)
-    explained_ratio: np.ndarray  # (2,)
 
-    @classmethod
-    def fit(cls, x: np.ndarray) -> PCA2:
-        x = np.asarray(x, dtype=np.float64)
-        mean = x.mean(axis=0)
-        centred = x - mean
-        if min(centred.shape) > 100:  # only two components are needed: ARPACK
-            from scipy.sparse.linalg import svds
-
-            v0 = np.full(min(centred.shape), 1.0 / np.sqrt(min(centred.shape)))
-            _, singular, vt = svds(centred, k=2, v0=v0)
-            descending = np.argsort(singular)[::-1]
-            singular, vt = singular[descending], vt[descending]
-        else:
-            _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        components = np.zeros((2, x.shape[1]))
-        ratio = np.zeros(2)
-        k = min(2, vt.shape[0])
-        components[:k] = vt[:k]
-        total = float(np.einsum("ij,ij->", centred, centred))
-        if total > 0:
-            ratio[:k] = singular[:k] ** 2 / total
-        for row in components[:k]:
-            if row[np.argmax(np.abs(row))] < 0:
-                row *= -1
-        return cls(mean, components, ratio)
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.mean) @ self.components.T
-
-    def axis_labels(self) -> tuple[str, str]:
-        return tuple(f"PC{i + 1} ({100 * r:.0f}%)" for i, r in enumerate(self.explained_ratio))
+def axis_labels(pca: PrincipalAxes) -> tuple[str, str]:
+    """``"PC1 (42%)"``, ``"PC2 (17%)"``: the axes and their share of the variance."""
+    return tuple(f"PC{i + 1} ({100 * r:.0f}%)" for i, r in enumerate(pca.explained_ratio[:2]))

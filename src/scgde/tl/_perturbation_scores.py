@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._pca import PrincipalAxes
 from .._utils import check_int, dense_rows, layer_matrix, subsample
 from ..metrics._kernel import energy_distance
 from ._perturbation_inputs import (
@@ -111,15 +112,6 @@ def _correlation_squared(a: np.ndarray, b: np.ndarray, tolerance: np.ndarray) ->
     r = np.clip(r, -1.0, 1.0)
     r[constant] = np.nan
     return r**2
-
-
-def _pca_basis(fit: np.ndarray, n_comps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and top principal axes ``(k, n_genes)`` of the rows of ``fit`` (no scaling)."""
-    from sklearn.decomposition import PCA
-
-    k = max(1, min(n_comps, fit.shape[0] - 1, fit.shape[1]))
-    pca = PCA(n_components=k, random_state=seed).fit(fit)
-    return pca.mean_, pca.components_
 
 
 def score_perturbations(
@@ -366,7 +358,8 @@ def _energy_by_context(
             [dense_rows(control_object.matrix, control_rows)]
             + [dense_rows(obs_matrix, obs_sub[i]) for i in in_context]
         )
-        mean, axes = _pca_basis(fit, n_comps, seed)
+        basis = PrincipalAxes.fit(fit, max(1, min(n_comps, fit.shape[0] - 1)))
+        mean, axes = basis.mean, basis.axes
         for j, pair in enumerate(pairs):
             if pair[1] != context:
                 continue

@@ -6,6 +6,7 @@ import pytest
 import scanpy as sc
 import scvi
 
+import scgde
 from scgde.datasets import grn_perturbations
 from scgde.model import PerturbationGDE
 from scgde.tl import pseudobulk_shifts
@@ -77,6 +78,13 @@ def test_predictor_starts_at_and_is_fitted_around_the_mean_shift(trained):
     history = trained.predictor_history_
     assert history["train_mse"].iloc[-1] < history["train_mse"].iloc[0]
     assert 1 <= trained.predictor_epochs_ <= 150
+    # the same curves in model.history, beside the embedding's, for pl.training_history
+    for split in ("train", "validation"):
+        curve = trained.history[f"shift_mse_{split}"][f"shift_mse_{split}"]
+        np.testing.assert_array_equal(curve.to_numpy(), history[f"{split}_mse"].to_numpy())
+    assert "train_loss_epoch" in trained.history or "train_loss" in trained.history
+    axes = scgde.pl.training_history(trained, "shift_mse", show=False)
+    assert len(axes.get_lines()) == 2
 
 
 def test_predict_held_out_perturbations(trained, data):

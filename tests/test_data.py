@@ -15,6 +15,7 @@ from scgde._constants import BATCH_KEY, SET_IDS_KEY, X_KEY
 from scgde.data import (
     GroupDataSplitter,
     GroupSetSampler,
+    RegisteredData,
     cells_of_groups,
     check_values,
     group_labels,
@@ -522,3 +523,37 @@ def test_splitter_shares_an_epoch_between_distributed_ranks(monkeypatch):
     cells_rank_0 = [b[X_KEY][:, 0].tolist() for b in splitter.val_dataloader()]
     assert len(cells_rank_0) == len(cells_rank_1)
     assert cells_rank_0 != cells_rank_1  # the two ranks evaluate different sets
+
+
+def test_splitter_is_scvi_data_splitter_and_honours_its_loader_settings(monkeypatch):
+    from scvi import settings
+    from scvi.dataloaders import DataSplitter
+
+    _, manager, labels = _registered_adata(SIZES)
+    splitter = GroupDataSplitter(manager, labels, set_size=10, groups_per_batch=3, train_size=0.7)
+    assert isinstance(splitter, DataSplitter)
+    assert splitter.train_dataloader().num_workers == 0
+    monkeypatch.setattr(settings, "dl_num_workers", 1)
+    loader = splitter.train_dataloader()
+    assert loader.num_workers == 1
+    batch = next(iter(loader))  # served by a worker process
+    cells = batch[X_KEY][:, 0].long().numpy()
+    assert set(np.asarray(labels.codes)[cells]) <= set(splitter.train_groups.tolist())
+
+
+def test_registered_data_rows_in_the_order_asked_in_memory_and_backed(tmp_path):
+    adata, manager, _ = _registered_adata(SIZES, batch=True)
+    indices = np.array([17, 3, 120, 3 + 1, 0, 59])
+    in_memory = RegisteredData(manager, extra={"code": np.arange(adata.n_obs)})[indices]
+    np.testing.assert_array_equal(in_memory[X_KEY][:, 0].numpy(), indices)  # feature 0 = cell
+    np.testing.assert_array_equal(in_memory["code"].numpy(), indices)
+    np.testing.assert_array_equal(in_memory[X_KEY].numpy(), adata.X[indices].toarray())
+
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    backed_manager = manager.transfer_fields(backed)
+    rows = RegisteredData(backed_manager)[indices]  # h5py needs increasing indices
+    for key in (X_KEY, BATCH_KEY):
+        np.testing.assert_array_equal(rows[key].numpy(), in_memory[key].numpy())
+    backed.file.close()

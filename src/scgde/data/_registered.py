@@ -1,29 +1,28 @@
-"""Row access to the registered fields of an AnnData, as torch tensors."""
+"""Row access to the registered fields of an AnnData, as torch tensors, on scvi-tools'
+:class:`~scvi.data.AnnTorchDataset`."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from scipy import sparse
-from scvi.data import AnnDataManager
+from scvi.data import AnnDataManager, AnnTorchDataset
 
-from .._constants import (
-    BATCH_KEY,
-    CAT_COVS_KEY,
-    CONT_COVS_KEY,
-    PROTEIN_KEY,
-    SET_IDS_KEY,
-    X_KEY,
-)
+from .._constants import BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY, PROTEIN_KEY, SET_IDS_KEY, X_KEY
+
+#: The registered fields a GDE model reads, in this order.
+_FIELDS = (X_KEY, PROTEIN_KEY, BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY)
 
 
-class RegisteredData(torch.utils.data.Dataset):
+class RegisteredData(AnnTorchDataset):
     """The registered data of an :class:`~scvi.data.AnnDataManager`, indexed by cells.
 
-    ``dataset[indices]`` returns a dict of float tensors (``X`` and protein counts densified,
-    batch and covariate codes). ``dataset[(indices, set_ids)]`` also returns ``set_ids``, which
-    is how the set sampler hands minibatches of sets to a :class:`~torch.utils.data.DataLoader`.
-    CSC matrices are read through a CSR copy made once, because row access on CSC is slow.
+    scvi-tools' :class:`~scvi.data.AnnTorchDataset` reads the fields (in memory, backed h5ad
+    or dask arrays; sparse rows densified); this class serves them as float32 tensors in the
+    order of the requested rows. ``dataset[(indices, set_ids)]`` also returns ``set_ids``,
+    which is how the set sampler hands minibatches of sets to a
+    :class:`~torch.utils.data.DataLoader`. An in-memory CSC matrix is read through a CSR copy
+    made once, because row access on CSC is slow.
 
     Parameters
     ----------
@@ -34,24 +33,26 @@ class RegisteredData(torch.utils.data.Dataset):
     """
 
     def __init__(self, adata_manager: AnnDataManager, extra: dict[str, np.ndarray] | None = None):
-        self.arrays = {}
-        for key in (X_KEY, PROTEIN_KEY, BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY):
-            if key not in adata_manager.data_registry:
-                continue
-            data = adata_manager.get_from_registry(key)
-            if sparse.issparse(data) and data.format == "csc":
-                data = data.tocsr()
-            elif hasattr(data, "to_numpy"):
-                data = data.to_numpy()
-            self.arrays[key] = data
-        self.n_obs = self.arrays[X_KEY].shape[0]
-        for key, data in (extra or {}).items():
-            if len(data) != self.n_obs:
-                raise ValueError(f"Extra array {key!r} has {len(data)} rows, not {self.n_obs}.")
-            self.arrays[key] = np.asarray(data)
+        keys = {key: np.float32 for key in _FIELDS if key in adata_manager.data_registry}
+        super().__init__(adata_manager, getitem_tensors=keys)
+        self.n_obs = adata_manager.adata.n_obs
+        self.extra = {}
+        for key, values in (extra or {}).items():
+            if len(values) != self.n_obs:
+                raise ValueError(f"Extra array {key!r} has {len(values)} rows, not {self.n_obs}.")
+            self.extra[key] = np.asarray(values)
 
-    def __len__(self) -> int:
-        return self.n_obs
+    @property
+    def data(self) -> dict:
+        """The registered arrays (an in-memory CSC matrix as CSR), read once."""
+        if not hasattr(self, "_rows_data"):
+            self._rows_data = {}
+            for key in self.keys_and_dtypes:
+                values = self.adata_manager.get_from_registry(key)
+                if sparse.issparse(values) and values.format == "csc":
+                    values = values.tocsr()
+                self._rows_data[key] = values
+        return self._rows_data
 
     def __getitem__(self, item) -> dict[str, torch.Tensor]:
         if isinstance(item, tuple):
@@ -61,12 +62,17 @@ class RegisteredData(torch.utils.data.Dataset):
             return out
         return self.rows(item)
 
-    def rows(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """Tensors for the cells at ``indices``."""
-        out = {}
-        for key, data in self.arrays.items():
-            block = data[indices]
-            if sparse.issparse(block):
-                block = block.toarray()
-            out[key] = torch.as_tensor(np.asarray(block, dtype=np.float32))
+    def rows(self, indices) -> dict[str, torch.Tensor]:
+        """Tensors for the cells at ``indices``, in that order."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size < 2 or (np.diff(indices) > 0).all():
+            arrays = super().__getitem__(indices)
+        else:  # read in increasing order (as backed files need), then restore the order asked
+            order = np.argsort(indices, kind="stable")
+            restore = np.empty_like(order)
+            restore[order] = np.arange(order.size)
+            arrays = {k: v[restore] for k, v in super().__getitem__(indices[order]).items()}
+        out = {key: torch.as_tensor(np.asarray(v, dtype=np.float32)) for key, v in arrays.items()}
+        for key, values in self.extra.items():
+            out[key] = torch.as_tensor(np.asarray(values[indices], dtype=np.float32))
         return out

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from scvi import settings
 from scvi.data import AnnDataManager
+from scvi.dataloaders import DataSplitter
 
 from ._registered import RegisteredData
 from ._set_sampler import GroupSetSampler
@@ -26,8 +27,12 @@ def _distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-class GroupDataSplitter(pl.LightningDataModule):
+class GroupDataSplitter(DataSplitter):
     """Split the groups (not the cells) into training and validation, and load set minibatches.
+
+    A :class:`scvi.dataloaders.DataSplitter` whose split is by groups and whose loaders yield
+    minibatches of sets (:class:`GroupSetSampler`) from a :class:`RegisteredData`; the loaders
+    use scvi-tools' ``scvi.settings.dl_num_workers`` and ``dl_persistent_workers``.
 
     Parameters
     ----------
@@ -66,15 +71,17 @@ class GroupDataSplitter(pl.LightningDataModule):
         min_set_size: int | None = None,
         always_train=(),
     ):
-        super().__init__()
-        self.min_set_size = min_set_size
-        self.extra = extra
         if not 0 < train_size <= 1:
             raise ValueError(f"`train_size` must be in (0, 1], got {train_size}.")
         validation_size = 1 - train_size if validation_size is None else validation_size
         if validation_size < 0 or train_size + validation_size > 1 + 1e-9:
             raise ValueError("Need 0 <= validation_size and train_size + validation_size <= 1.")
-        self.adata_manager = adata_manager
+        # the cell-level split of the parent is not used: every cell is "training" there, and
+        # the split by groups below sets train_idx, val_idx, n_train and n_val
+        super().__init__(adata_manager, train_size=1.0, validation_size=0.0, batch_size=1)
+        self.train_size, self.validation_size = train_size, validation_size
+        self.min_set_size = min_set_size
+        self.extra = extra
         self.set_size = set_size
         self.groups_per_batch = groups_per_batch
         self.seed = seed
@@ -133,7 +140,14 @@ class GroupDataSplitter(pl.LightningDataModule):
             world_size=world_size,
             min_set_size=min_set_size,
         )
-        return torch.utils.data.DataLoader(self._dataset, sampler=sampler, batch_size=None)
+        workers = settings.dl_num_workers
+        return torch.utils.data.DataLoader(
+            self._dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=bool(workers and settings.dl_persistent_workers),
+        )
 
     def train_dataloader(self):
         """Random sets of training groups, new ones each epoch."""

@@ -50,8 +50,9 @@ class EmbeddingMixin:
             ids = torch.as_tensor(cell_group_ids[start : start + batch_size], device=device)
             yield {k: v.to(device) for k, v in tensors.items()}, ids
 
-    def _embed(self, adata, groups, batch_size: int) -> EmbeddedGroups:
-        """Embeddings of the selected groups from all their cells, streamed in chunks."""
+    def _encoder_chunks(self, adata, groups, batch_size: int):
+        """The groups' labels, names, cells, each cell's group position, and a factory of
+        ``(encoder input, group position)`` chunks of those cells for the streaming encoder."""
         labels = self._group_labels(adata)
         names, cell_indices, cell_group_ids = cells_of_groups(labels, groups)
         batch_size = check_int(batch_size, "batch_size")
@@ -63,7 +64,14 @@ class EmbeddingMixin:
             for tensors, ids in self._chunks(data, cell_indices, cell_group_ids, batch_size):
                 yield module.encoder_input(module.modelled_data(tensors)), ids
 
-        z = module.encoder.encode_streaming(chunks, len(names)).cpu().numpy()
+        return labels, names, cell_indices, cell_group_ids, chunks
+
+    def _embed(self, adata, groups, batch_size: int) -> EmbeddedGroups:
+        """Embeddings of the selected groups from all their cells, streamed in chunks."""
+        labels, names, cell_indices, cell_group_ids, chunks = self._encoder_chunks(
+            adata, groups, batch_size
+        )
+        z = self.module.encoder.encode_streaming(chunks, len(names)).cpu().numpy()
         return EmbeddedGroups(names, z, labels, cell_indices, cell_group_ids)
 
     def get_distribution_embedding(

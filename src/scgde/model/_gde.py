@@ -41,6 +41,7 @@ from ._new_data import NewDataMixin
 from ._sampling_mixin import SamplingMixin
 from ._setup_mixin import SetupMixin
 from ._training_mixin import TrainingMixin
+from ._uncertainty_mixin import UncertaintyMixin
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class GDE(
     SetupMixin,
     TrainingMixin,
     EmbeddingMixin,
+    UncertaintyMixin,
     GroupClassifierMixin,
     SamplingMixin,
     NewDataMixin,

@@ -92,7 +92,12 @@ class SetEncoder(nn.Module):
         ``(n_sets, n_latent)`` embeddings, equal (to float tolerance) to :meth:`forward` on all
         cells at once. Means are accumulated in float64.
         """
+        return self.readout(self._streaming_means(chunks, n_sets)[-1])
+
+    def _streaming_means(self, chunks: ChunkFactory, n_sets: int) -> list[torch.Tensor]:
+        """The per-set mean states of every level, one streaming pass per level."""
         means: list[torch.Tensor] = []
+        dtype = next(self.parameters()).dtype
         for level in range(self.n_set_layers + 1):
             sums, counts = None, None
             for x, set_ids in chunks():
@@ -103,9 +108,62 @@ class SetEncoder(nn.Module):
                 counts = chunk_counts if counts is None else counts + chunk_counts
             if sums is None or bool((counts == 0).any()):
                 raise ValueError("Every set must contain at least one cell.")
-            dtype = next(self.parameters()).dtype
             means.append((sums / counts.unsqueeze(-1)).to(dtype))
-        return self.readout(means[-1])
+        return means
+
+    @torch.inference_mode()
+    def bootstrap_streaming(
+        self, chunks: ChunkFactory, n_sets: int, n_replicates: int, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings and their Poisson-bootstrap replicates, from a stream of cell chunks.
+
+        Each replicate weights every cell by an independent Poisson(1) count (the Poisson
+        bootstrap, the streaming form of resampling cells with replacement) and encodes each
+        set with weighted means at every pooling level, exactly as :meth:`encode_streaming`
+        does with weights 1. The weights of a chunk are drawn from a generator seeded by
+        ``seed`` and the chunk's position, so every pass sees the same weights. A set whose
+        weights are all 0 in a replicate (likely only for sets of a few cells) keeps the
+        unweighted mean at that level.
+
+        Parameters
+        ----------
+        chunks, n_sets
+            As in :meth:`encode_streaming`; ``chunks`` is called ``n_set_layers + 2`` times.
+        n_replicates
+            Number of bootstrap replicates ``B``.
+        seed
+            Seed of the weights.
+
+        Returns
+        -------
+        embeddings
+            ``(n_sets, n_latent)``, as :meth:`encode_streaming`.
+        replicates
+            ``(n_replicates, n_sets, n_latent)``.
+        """
+        point = self._streaming_means(chunks, n_sets)
+        dtype = point[0].dtype
+        means: list[torch.Tensor] = []  # per level: (n_replicates, n_sets, width)
+        for level in range(self.n_set_layers + 1):
+            sums = point[level].new_zeros((n_replicates, *point[level].shape), dtype=torch.float64)
+            totals = sums.new_zeros((n_replicates, n_sets))
+            for k, (x, set_ids) in enumerate(chunks()):
+                generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
+                weights = torch.poisson(torch.ones(n_replicates, x.shape[0]), generator=generator)
+                weights = weights.to(x.device, torch.float64)
+                shared = self.embed_cells(x).double() if level == 0 else None
+                for b in range(n_replicates):
+                    h = shared
+                    if h is None:
+                        h = self._states_at_level(x, set_ids, [m[b] for m in means], level)
+                    sums[b] += segment_sum(h.double() * weights[b, :, None], set_ids, n_sets)
+                    totals[b] += segment_sum(weights[b, :, None], set_ids, n_sets)[:, 0]
+            level_means = sums / totals.clamp(min=1.0).unsqueeze(-1)
+            empty = totals == 0
+            level_means[empty] = point[level].double().expand_as(level_means)[empty]
+            means.append(level_means.to(dtype))
+        replicates = torch.stack([self.readout(m) for m in means[-1]])
+        return self.readout(point[-1]), replicates
 
     def _states_at_level(
         self, x: torch.Tensor, set_ids: torch.Tensor, means: list[torch.Tensor], level: int

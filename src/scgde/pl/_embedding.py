@@ -36,6 +36,7 @@ def group_embedding(
     na_color: str = NA_COLOR,
     n_neighbors: int | None = None,
     random_state: int = 0,
+    uncertainty: bool = False,
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     save: str | None = None,
@@ -93,6 +94,11 @@ def group_embedding(
         Colour of groups without a value.
     n_neighbors, random_state
         Of the UMAP, when it is computed.
+    uncertainty
+        Draw each group's 95% error ellipse: its embedding's covariance
+        (``uns[key + "_cov"]`` of :meth:`~scgde.model.GDE.get_embedding_uncertainty`)
+        projected on the PCA. Cell-level input with ``basis="pca"`` only (a UMAP does not
+        carry ellipses).
     ax
         Axes to draw in (a list of them for a list of colours).
     {show_save}
@@ -114,9 +120,10 @@ def group_embedding(
     if not columns:
         raise ValueError("`color` is an empty list.")
     axes = check_axes(ax, len(columns), f"{len(columns)} colour(s)")
-    private, name = _private_adata(
+    private, name, pca = _private_adata(
         adata, key, [c for c in columns if c is not None], basis, n_neighbors, random_state
     )
+    ellipses = _projected_covariances(adata, key, private.obs_names, pca) if uncertainty else None
     if palette is not None:  # checked here (a clear error for a missing category), then stored
         for column in private.obs.columns[private.obs.dtypes == "category"]:
             colors = category_colors(private.obs[column].cat.categories, palette)
@@ -141,6 +148,9 @@ def group_embedding(
         for i, (panel, column) in enumerate(zip(axes, columns, strict=True)):
             panel_title = None if titles is None else titles[i]
             sc.pl.embedding(private, color=column, title=panel_title, ax=panel, **common)
+    if ellipses is not None:
+        for panel in axes:
+            _draw_ellipses(panel, private.obsm[f"X_{name}"], ellipses)
     finish(axes[0].figure, ax is not None, show, save_path)
     if color is None or isinstance(color, str):
         return axes[0]
@@ -149,7 +159,8 @@ def group_embedding(
 
 # ------------------------------------------------------------------------------- input
 def _private_adata(adata, key, columns, basis, n_neighbors, random_state):
-    """A new group-level AnnData for ``sc.pl.embedding`` and the name of its basis.
+    """A new group-level AnnData for ``sc.pl.embedding``, the name of its basis, and the PCA
+    of the embeddings when the coordinates are one (else ``None``).
 
     ``obs``: the groups with ``columns`` (categorical, or numeric as float); ``obsm``: the 2-D
     coordinates; ``uns``: the user's ``{column}_colors``.
@@ -168,13 +179,15 @@ def _private_adata(adata, key, columns, basis, n_neighbors, random_state):
         raise ValueError(f"`basis` must be a string, got {basis!r}.")
     name = basis.removeprefix("X_")
     basis_key = f"X_{name}"
+    pca = None
     if obsm is not None and basis_key in obsm:
         coords = np.asarray(obsm[basis_key], dtype=np.float64)
         if coords.ndim != 2 or coords.shape[1] < 2:
             raise ValueError(f"obsm[{basis_key!r}] needs at least 2 columns.")
         private.obsm[basis_key] = coords[:, :2]
     elif name == "pca":
-        private.obsm[basis_key] = pca_2d(z).transform(z)
+        pca = pca_2d(z)
+        private.obsm[basis_key] = pca.transform(z)
     elif name == "umap":
         n = private.n_obs
         if n < 4:
@@ -193,7 +206,45 @@ def _private_adata(adata, key, columns, basis, n_neighbors, random_state):
             f"Unknown basis {basis!r}: use 'umap' or 'pca' (computed from the embeddings) or, "
             f"for a group AnnData, a key of its obsm (available: {available})."
         )
-    return private, name
+    return private, name, pca
+
+
+#: Half-axes of a 95% ellipse of a 2-d normal, in standard deviations: sqrt(chi2(2).ppf(0.95)).
+_ELLIPSE_95 = float(np.sqrt(-2.0 * np.log(0.05)))
+
+
+def _projected_covariances(adata, key: str, names: pd.Index, pca) -> np.ndarray:
+    """Each group's embedding covariance projected on the PCA axes, ``(n_groups, 2, 2)`` (NaN
+    for groups without one)."""
+    covariances, errors = adata.uns.get(key + "_cov"), adata.uns.get(key + "_se")
+    if pca is None or covariances is None or not isinstance(errors, pd.DataFrame):
+        raise ValueError(
+            "uncertainty=True needs cell-level input with basis='pca' and the covariances of "
+            f"model.get_embedding_uncertainty(adata, key_added={key!r}) in adata.uns."
+        )
+    position = pd.Series(np.arange(len(errors)), index=errors.index.astype(str))
+    rows = position.reindex(names.astype(str)).to_numpy()
+    out = np.full((len(names), 2, 2), np.nan)
+    known = ~np.isnan(rows)
+    axes = pca.axes
+    cov = np.asarray(covariances, dtype=np.float64)[rows[known].astype(np.int64)]
+    out[known] = np.einsum("ai,gij,bj->gab", axes, cov, axes)
+    return out
+
+
+def _draw_ellipses(ax: Axes, coords: np.ndarray, covariances: np.ndarray) -> None:
+    """A 95% ellipse per group around its point (groups with NaN covariances get none)."""
+    from matplotlib.patches import Ellipse
+
+    for centre, cov in zip(coords, covariances, strict=True):
+        if not np.isfinite(cov).all():
+            continue
+        variances, vectors = np.linalg.eigh(cov)
+        width, height = 2 * _ELLIPSE_95 * np.sqrt(np.clip(variances[::-1], 0.0, None))
+        angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+        ax.add_patch(
+            Ellipse(centre, width, height, angle=angle, fill=False, lw=0.8, ec="0.4", zorder=0)
+        )
 
 
 def _group_view(adata: AnnData, key: str, columns: list[str]):

@@ -72,7 +72,10 @@ def group_distances(
         ``"energy"`` only: the cell representation, a key of ``adata.obsm`` or ``"X"``.
         Default ``"X_pca"`` (run ``sc.pp.pca`` on log-normalised data first).
     key_added
-        ``uns`` key of the result; default ``f"{key}_distances_{method}"``.
+        ``uns`` key of the result; default ``f"{key}_distances_{method}"``. With
+        ``"euclidean"`` and the embeddings' covariances in ``uns[key + "_cov"]`` (from
+        :meth:`~scgde.model.GDE.get_embedding_uncertainty`), the distances' standard errors
+        (delta method) go to ``uns[key_added + "_se"]``.
     max_cells_per_group
         ``"energy"`` only: cells used per group at most; ``None`` uses all cells (the cost
         grows with the square of the total number of cells used).
@@ -125,7 +128,10 @@ def group_distances(
         )
     index = pd.Index(names, name="group")
     table = pd.DataFrame(matrix, index=index, columns=index.copy())
+    se = _euclidean_se(adata, key, table) if method == "euclidean" else None
     adata.uns[key_added] = table
+    if se is not None:
+        adata.uns[key_added + "_se"] = se
     return table
 
 
@@ -163,6 +169,43 @@ def _euclidean(adata: AnnData, key: str) -> tuple[list[str], np.ndarray]:
     values = table.to_numpy(dtype=np.float64)
     matrix = squareform(pdist(values)) if len(values) > 1 else np.zeros((1, 1))
     return [str(name) for name in table.index], matrix
+
+
+def _euclidean_se(adata: AnnData, key: str, distances: pd.DataFrame) -> pd.DataFrame | None:
+    """Standard errors of the distances from the embeddings' covariances
+    (``uns[key + "_cov"]`` of :meth:`~scgde.model.GDE.get_embedding_uncertainty`), or ``None``.
+
+    Groups are drawn independently, so by the delta method the variance of
+    ``d = |z_a - z_b|`` is ``u' (cov_a + cov_b) u`` with ``u = (z_a - z_b) / d`` (valid when
+    ``d`` is large against the errors). Pairs with a group without a covariance get NaN; a
+    group with itself gets 0.
+    """
+    covariances, errors = adata.uns.get(key + "_cov"), adata.uns.get(key + "_se")
+    if covariances is None or not isinstance(errors, pd.DataFrame):
+        return None
+    covariances = np.asarray(covariances, dtype=np.float64)
+    z = embedding_table(adata, key)
+    d = z.shape[1]
+    if covariances.shape != (len(errors), d, d):
+        raise ValueError(
+            f"adata.uns[{key + '_cov'!r}] has shape {covariances.shape}, but "
+            f"adata.uns[{key + '_se'!r}] lists {len(errors)} groups of {d} dimensions."
+        )
+    position = pd.Series(np.arange(len(errors)), index=errors.index.astype(str))
+    rows = position.reindex(distances.index.astype(str)).to_numpy()
+    known = ~np.isnan(rows)
+    cov = np.full((len(rows), d, d), np.nan)
+    cov[known] = covariances[rows[known].astype(np.int64)]
+    values = z.to_numpy(dtype=np.float64)  # the rows of ``distances``, in order
+    difference = values[:, None, :] - values[None, :, :]
+    norm = np.linalg.norm(difference, axis=-1, keepdims=True)
+    unit = np.divide(difference, norm, out=np.zeros_like(difference), where=norm > 0)
+    variance = np.einsum("abi,aij,abj->ab", unit, cov, unit) + np.einsum(
+        "abi,bij,abj->ab", unit, cov, unit
+    )
+    se = np.sqrt(np.maximum(variance, 0.0))
+    np.fill_diagonal(se, 0.0)
+    return pd.DataFrame(se, index=distances.index.copy(), columns=distances.columns.copy())
 
 
 # ---------------------------------------------------------------------------------- energy

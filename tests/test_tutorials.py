@@ -67,6 +67,12 @@ def _check_patients(text: str, n_images: int) -> None:
     auc_cv = _number(r"ROC AUC, 5-fold by donor: ([\d.]+) ±", text)
     assert 0 <= auc_cv <= 1
 
+    # standard errors shrink with the number of cells (theory: slope -0.5; samples differ in
+    # their distributions too, so only the sign and a broad range are checked)
+    se_slope = _number(r"standard error on the number of cells: (-?[\d.]+)", text)
+    assert -1.0 < se_slope < -0.2
+    assert _number(r"median distance between samples / its standard error: ([\d.]+)", text) > 2
+
     # few labels: a quarter of the donors of each condition labelled, all their samples
     labelled = re.search(
         r"labelled: (\d+) of 43 donors, (\d+) samples \((\d+) HC, (\d+) Severe\)", text
@@ -114,8 +120,9 @@ def _check_patients(text: str, n_images: int) -> None:
     )
     slope = _number(r"generated vs real: Pearson r = [-\d.]+, slope (-?[\d.]+)", text)
     assert r_diff > 0.15 and slope > 0
-    # figures: training histories (2), UMAPs (2), halves, generated vs real (2), differences
-    assert n_images >= 8
+    # figures: training histories (2), UMAPs (2), error ellipses, halves, generated vs real
+    # (2), differences
+    assert n_images >= 9
 
 
 def _check_clones(text: str) -> None:

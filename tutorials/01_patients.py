@@ -106,6 +106,62 @@ scores = cross_val_score(
 print(f"ROC AUC, 5-fold by donor: {scores.mean():.2f} ± {scores.std():.2f}")
 
 # %% [markdown]
+# ## How certain is each sample's vector?
+#
+# A sample of 30 cells tells less about its distribution than one of 3,000.
+# `get_embedding_uncertainty` estimates the standard error of every sample's embedding by a
+# bootstrap over its cells (streamed like the embedding) and writes it next to the embedding:
+# `adata.uns["X_gde_se"]`, and the covariances in `adata.uns["X_gde_cov"]`.
+
+# %%
+se = model.get_embedding_uncertainty(n_bootstrap=50)
+se.iloc[:3, :4]
+
+# %% [markdown]
+# The demo samples all have about 120 cells. To see how the error depends on the number of
+# cells, eight samples are subsampled to 15, 30, 60 and 120 cells and embedded as new groups
+# (`key_added=None` only returns the errors). The error of a smooth function of a
+# distribution shrinks as 1 / sqrt(number of cells), a slope of -0.5 on a log-log scale:
+
+# %%
+rng = np.random.default_rng(0)
+rows, names = [], []
+for sample in adata.obs["sample"].cat.categories[:8]:
+    cells = np.flatnonzero(adata.obs["sample"] == sample)
+    for n in (15, 30, 60, 120):
+        chosen = rng.choice(cells, min(n, cells.size), replace=False)
+        rows.append(chosen)
+        names += [f"{sample} @ {n}"] * chosen.size
+rows = np.concatenate(rows)
+subsets = sc.AnnData(
+    adata.X[rows],
+    obs=pd.DataFrame(
+        {"sample": names, "batch": adata.obs["batch"].to_numpy()[rows]},
+        index=[str(i) for i in range(rows.size)],
+    ),
+    var=pd.DataFrame(index=adata.var_names),
+)
+by_size = model.get_embedding_uncertainty(subsets, n_bootstrap=50, key_added=None)
+size = by_size.index.str.split(" @ ").str[1].astype(int)
+mean_se = by_size.mean(axis=1).groupby(size).mean()
+slope = np.polyfit(np.log(mean_se.index), np.log(mean_se.to_numpy()), 1)[0]
+print(mean_se.round(4).to_string())
+print(f"log-log slope of the standard error on the number of cells: {slope:.2f} (theory -0.5)")
+
+# %% [markdown]
+# With the covariances in `adata.uns`, `scgde.pl.group_embedding` draws each sample's 95% error
+# ellipse on a PCA of the embeddings, and `scgde.tl.group_distances` gives every distance a
+# standard error (in `adata.uns["X_gde_distances_euclidean_se"]`).
+
+# %%
+scgde.pl.group_embedding(adata, color="condition", basis="pca", uncertainty=True)
+distances = scgde.tl.group_distances(adata)
+errors = adata.uns["X_gde_distances_euclidean_se"]
+pairs = np.triu_indices(len(distances), 1)
+ratio = np.median(distances.to_numpy()[pairs] / errors.to_numpy()[pairs])
+print(f"median distance between samples / its standard error: {ratio:.1f}")
+
+# %% [markdown]
 # ## Classify samples with few labels
 #
 # Often only some samples come with a label. Here we keep the condition of the samples of a

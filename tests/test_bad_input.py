@@ -100,14 +100,26 @@ def test_duplicated_gene_names_are_refused_at_setup():
         GDE.setup_anndata(adata, group_key="group")
 
 
-def test_backed_anndata_is_a_clear_error(tmp_path):
-    counts().write_h5ad(tmp_path / "x.h5ad")
-    backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+def test_backed_anndata_trains_and_embeds_like_in_memory_without_writing_the_file(tmp_path):
+    import hashlib
+
+    path = tmp_path / "x.h5ad"
+    counts().write_h5ad(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    backed = ad.read_h5ad(path, backed="r")
     try:
-        with pytest.raises(ValueError, match="to_memory"):
-            GDE.setup_anndata(backed, group_key="group")
+        GDE.setup_anndata(backed, group_key="group")
+        scvi.settings.seed = 0
+        model = GDE(backed, n_latent=3)
+        model.train(max_epochs=2, set_size=8, groups_per_batch=3, enable_progress_bar=False)
+        table = model.get_distribution_embedding()  # into the in-memory obsm / uns
+        assert backed.isbacked and backed.obsm["X_gde"].shape == (backed.n_obs, 3)
+        in_memory = model.get_distribution_embedding(ad.read_h5ad(path), key_added=None)
+        np.testing.assert_allclose(table.to_numpy(), in_memory.to_numpy(), rtol=1e-6)
+        assert model.sample(n_cells=4, groups=["g0"]).shape == (4, backed.n_vars)
     finally:
         backed.file.close()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
 def test_combined_group_names_that_collide_are_refused():

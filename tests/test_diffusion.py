@@ -251,13 +251,13 @@ def test_generator_learns_conditional_gaussians(schedule):
 
 # ------------------------------------------------------------------- per-feature statistics
 @pytest.mark.parametrize("fmt", ["dense", "csr", "dataframe"])
-@pytest.mark.parametrize("chunk_size", [3, 7, 1000])
-def test_column_statistics_in_chunks_match_numpy(fmt, chunk_size):
+@pytest.mark.parametrize("rows_per_block", [3, 7, 1000])
+def test_column_statistics_in_chunks_match_numpy(fmt, rows_per_block):
     rng = np.random.default_rng(0)
     x = rng.normal(5.0, 2.0, size=(50, 6)) * (rng.random((50, 6)) < 0.6)
     x[:, 2] = np.abs(x[:, 2])  # a sparse column whose minimum is an implicit zero
     data = {"dense": x, "csr": sparse.csr_matrix(x), "dataframe": pd.DataFrame(x)}[fmt]
-    stats = column_statistics(data, chunk_size=chunk_size)
+    stats = column_statistics(data, n_values=rows_per_block * x.shape[1])
     np.testing.assert_allclose(stats["mean"], x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(stats["std"], x.std(0), rtol=1e-9)
     np.testing.assert_array_equal(stats["min"], x.min(0))

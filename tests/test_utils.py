@@ -173,3 +173,11 @@ def test_principal_axes_keep_at_most_what_the_data_have():
         one_feature.axes.shape == (2, 1)
         and (one_feature.transform(np.ones((2, 1)))[:, 1] == 0).all()
     )
+
+
+def test_row_blocks_cover_every_row_once_in_blocks_of_about_n_values():
+    x = sparse.random(23, 4, density=0.5, format="csr", random_state=0)
+    blocks = list(_utils.row_blocks(x, n_values=20))  # 5 rows of 4 values per block
+    assert [b.shape[0] for b in blocks] == [5, 5, 5, 5, 3]
+    np.testing.assert_array_equal(sparse.vstack(blocks).toarray(), x.toarray())
+    assert [b.shape[0] for b in _utils.row_blocks(x.toarray(), n_values=1)] == [1] * 23

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterator
 
 import numpy as np
 from anndata import AnnData
@@ -98,6 +99,15 @@ def layer_matrix(adata: AnnData, layer: str | None = None, what: str = "adata"):
     if layer not in adata.layers:
         raise KeyError(f"{what}.layers has no {layer!r}; available: {list(adata.layers)}.")
     return adata.layers[layer]
+
+
+def row_blocks(x, n_values: int = 1_000_000) -> Iterator:
+    """Consecutive blocks of rows of ``x`` holding about ``n_values`` entries each, read by
+    slicing, so that a matrix backed by an h5ad file (an h5py dataset, anndata's backed sparse
+    matrix) is never loaded whole."""
+    rows = max(1, n_values // max(1, x.shape[1] if len(x.shape) > 1 else 1))
+    for start in range(0, x.shape[0], rows):
+        yield x[start : start + rows]
 
 
 def to_dense(x) -> np.ndarray:

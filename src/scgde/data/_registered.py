@@ -17,8 +17,8 @@ _FIELDS = (X_KEY, PROTEIN_KEY, BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY)
 class RegisteredData(AnnTorchDataset):
     """The registered data of an :class:`~scvi.data.AnnDataManager`, indexed by cells.
 
-    scvi-tools' :class:`~scvi.data.AnnTorchDataset` reads the fields (in memory, backed h5ad
-    or dask arrays; sparse rows densified); this class serves them as float32 tensors in the
+    scvi-tools' :class:`~scvi.data.AnnTorchDataset` reads the fields (in memory or backed by
+    an h5ad file; sparse rows densified); this class serves them as float32 tensors in the
     order of the requested rows. ``dataset[(indices, set_ids)]`` also returns ``set_ids``,
     which is how the set sampler hands minibatches of sets to a
     :class:`~torch.utils.data.DataLoader`. An in-memory CSC matrix is read through a CSR copy

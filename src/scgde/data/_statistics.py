@@ -5,17 +5,20 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .._utils import row_blocks
 
-def column_statistics(x, chunk_size: int = 10_000) -> dict[str, np.ndarray]:
-    """Per-column ``mean``, ``std``, ``min`` and ``max`` of a dense or sparse matrix.
 
-    Rows are read in chunks; sums and sums of squares are accumulated in float64.
+def column_statistics(x, n_values: int = 1_000_000) -> dict[str, np.ndarray]:
+    """Per-column ``mean``, ``std``, ``min`` and ``max`` of a dense or sparse matrix (in
+    memory or backed by an h5ad file).
+
+    Rows are read in blocks of about ``n_values`` entries (:func:`scgde._utils.row_blocks`);
+    sums and sums of squares are accumulated in float64.
     """
     n_obs, n_vars = x.shape
     total, total_sq = np.zeros(n_vars), np.zeros(n_vars)
     low, high = np.full(n_vars, np.inf), np.full(n_vars, -np.inf)
-    for start in range(0, n_obs, chunk_size):
-        block = x[start : start + chunk_size]
+    for block in row_blocks(x, n_values):
         if sparse.issparse(block):
             total += np.asarray(block.sum(0, dtype=np.float64)).reshape(-1)
             total_sq += np.asarray(block.multiply(block).sum(0, dtype=np.float64)).reshape(-1)

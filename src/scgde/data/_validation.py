@@ -1,18 +1,23 @@
-"""Checks on the values of a data matrix, done on all data in chunks."""
+"""Checks on the values of a data matrix, done on all data in blocks of rows (in memory or
+backed by an h5ad file, which is never loaded whole)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import sparse
 
+from .._utils import row_blocks
+
 _CHUNK = 1_000_000  # values checked at a time
 
 
-def _stored_values(matrix) -> np.ndarray:
-    """All stored values: the non-zeros of a sparse matrix, every entry of a dense one."""
-    if sparse.issparse(matrix):
-        return matrix.data
-    return np.asarray(matrix).reshape(-1)
+def _stored_values(matrix) -> Iterator[np.ndarray]:
+    """The stored values, block by block: the non-zeros of sparse rows, every entry of dense
+    ones."""
+    for block in row_blocks(matrix, _CHUNK):
+        yield block.data if sparse.issparse(block) else np.asarray(block).reshape(-1)
 
 
 def _real_numbers(values: np.ndarray) -> bool:
@@ -36,12 +41,10 @@ def check_values(matrix, name: str, require_counts: bool, likelihood: str) -> No
     likelihood
         Likelihood name, for the message.
     """
-    values = _stored_values(matrix)
-    if not _real_numbers(values):
-        raise ValueError(f"{name} has dtype {values.dtype}; scgde needs real numbers.")
-    is_float = np.issubdtype(values.dtype, np.floating)
-    for start in range(0, values.size, _CHUNK):
-        chunk = values[start : start + _CHUNK]
+    for chunk in _stored_values(matrix):
+        if not _real_numbers(chunk):
+            raise ValueError(f"{name} has dtype {chunk.dtype}; scgde needs real numbers.")
+        is_float = np.issubdtype(chunk.dtype, np.floating)
         if is_float and not np.isfinite(chunk).all():
             raise ValueError(
                 f"{name} contains NaN or infinite values. Remove or impute them before training."
@@ -65,11 +68,9 @@ def check_values(matrix, name: str, require_counts: bool, likelihood: str) -> No
 
 def looks_like_counts(matrix) -> bool:
     """Whether every stored value is a finite non-negative integer (checked in chunks)."""
-    values = _stored_values(matrix)
-    if not _real_numbers(values):
-        return False
-    for start in range(0, values.size, _CHUNK):
-        chunk = values[start : start + _CHUNK]
+    for chunk in _stored_values(matrix):
+        if not _real_numbers(chunk):
+            return False
         if not np.isfinite(chunk).all() or (chunk < 0).any() or (chunk != np.round(chunk)).any():
             return False
     return True

@@ -55,16 +55,11 @@ def registered_feature_names(registry: dict) -> tuple[list, list]:
 
 
 def check_cells_and_features(adata, what: str = "adata", features: bool = True) -> None:
-    """Clear errors for data no model can be set up on: backed, no cells, no genes, or
-    duplicated gene names (genes are matched by name).
+    """Clear errors for data no model can be set up on: no cells, no genes, or duplicated
+    gene names (genes are matched by name).
 
     ``features=False`` skips the gene checks (a representation in ``obsm`` is modelled).
     """
-    if getattr(adata, "isbacked", False):
-        raise ValueError(
-            f"{what} is backed by a file (read_h5ad(..., backed='r')); scgde needs it in memory "
-            f"for now: call `{what} = {what}.to_memory()`."
-        )
     if adata.n_obs == 0:
         raise ValueError(
             f"{what} has 0 cells (check the filtering or subsetting that produced it)."

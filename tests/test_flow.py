@@ -29,6 +29,14 @@ def test_flow_is_registered_and_rejects_counts_and_bad_options():
         FlowGenerator(4, 2, 0, n_sampling_steps=0)
     with pytest.raises(ValueError, match="frame"):
         FlowGenerator(4, 2, 0, frame="local")
+    with pytest.raises(ValueError, match="frame_scale"):
+        FlowGenerator(4, 2, 0, frame_scale="sqrt")
+    # a head linear in the scale: its output is the softplus of the raw output, floored
+    linear = FlowGenerator(4, 2, 0, frame_scale="linear")
+    condition = torch.randn(5, 2)
+    _, raw = linear.frame_head(condition).chunk(2, dim=-1)
+    _, log_scale = linear.frame(condition)
+    torch.testing.assert_close(log_scale.exp(), torch.nn.functional.softplus(raw) + 0.02)
     gen = FlowGenerator(4, 2, 0)
     with pytest.raises(ValueError, match="ODE method"):
         gen.sample(torch.zeros(3, 2), torch.zeros(3, 0), method="ddim")
@@ -72,8 +80,10 @@ def test_frame_is_trained_by_the_gaussian_likelihood_and_the_flow_in_it():
 OFFSET, SCALE, SIGMA, RHO = torch.tensor([3.0, -1.0]), 2.0, 0.5, 0.8
 
 
-@pytest.mark.parametrize("frame", ["set", "global"])
-def test_flow_learns_correlated_conditional_gaussians(frame):
+@pytest.mark.parametrize(
+    ("frame", "frame_scale"), [("set", "log"), ("set", "linear"), ("global", "log")]
+)
+def test_flow_learns_correlated_conditional_gaussians(frame, frame_scale):
     n_train, n_samples = 20_000, 2_000
     rng = torch.Generator().manual_seed(0)
     z_train = torch.rand(n_train, 2, generator=rng) * 2 - 1
@@ -88,6 +98,7 @@ def test_flow_learns_correlated_conditional_gaussians(frame):
         n_hidden=64,
         n_layers=2,
         frame=frame,
+        frame_scale=frame_scale,
     )
     gen.set_feature_statistics(mean=x_train.mean(0), std=x_train.std(0))
     n_steps, batch = 1_000, 512

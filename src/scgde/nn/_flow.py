@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._docs import CONTINUOUS_LIKELIHOOD, GENERATOR_ARGS, SAMPLE_ARGS, doc_params
@@ -79,6 +80,14 @@ class FlowGenerator(FeatureStandardization, Generator):
         unimodal sets (Normal benchmark, 60 s: 0.027 vs 0.043); on sets that are mixtures of
         3 Gaussians plain flow matching scored better (mixture-W2² 2.87 vs 3.65 at 150 s),
         so try ``"global"`` for strongly multimodal groups.
+    frame_scale
+        How the frame head gives the scale: ``"log"`` (default), linear in the log-scale;
+        ``"linear"``, linear in the scale itself (a softplus, floored at 0.02). The 2-Wasserstein
+        distance between diagonal Gaussians is the Euclidean distance between their (mean,
+        scale) vectors, so a head linear in the scale asks ``z`` for a geometry closer to W2:
+        Spearman rho of ``|z_i - z_j|`` with W2 on the geometry benchmark's Gaussians 0.899 /
+        0.957 (two seeds, 3,400 steps) against 0.843 / 0.941 with ``"log"``, mixtures 0.806
+        against 0.777, Normal fidelity 0.0228 / 0.0274 against 0.0228 / 0.0258 (6,750 steps).
     method
         Default ODE solver of :meth:`sample`: ``"euler"``, ``"midpoint"`` or ``"heun"``.
     n_sampling_steps
@@ -96,6 +105,7 @@ class FlowGenerator(FeatureStandardization, Generator):
         dropout: float = 0.0,
         n_time_embedding: int = 64,
         frame: str = "set",
+        frame_scale: str = "log",
         method: str = "euler",
         n_sampling_steps: int = 10,
     ):
@@ -103,6 +113,9 @@ class FlowGenerator(FeatureStandardization, Generator):
         self.likelihood = check_continuous_likelihood(likelihood, "flow")
         if frame not in ("set", "global"):
             raise ValueError(f"`frame` must be 'set' or 'global', got {frame!r}.")
+        if frame_scale not in ("log", "linear"):
+            raise ValueError(f"`frame_scale` must be 'log' or 'linear', got {frame_scale!r}.")
+        self.frame_scale = frame_scale
         self._register_feature_statistics(n_input)
         self.method, self.n_sampling_steps = self._check_sampler(method, n_sampling_steps)
         n_condition = n_latent_dist + n_covariates
@@ -124,8 +137,10 @@ class FlowGenerator(FeatureStandardization, Generator):
         if self.frame_head is None:
             zeros = condition.new_zeros(condition.shape[0], self.feature_mean.shape[0])
             return zeros, zeros
-        loc, log_scale = self.frame_head(condition).chunk(2, dim=-1)
-        return loc, log_scale.clamp(min=math.log(MIN_FRAME_SCALE), max=5.0)
+        loc, raw = self.frame_head(condition).chunk(2, dim=-1)
+        if self.frame_scale == "linear":
+            return loc, torch.log(F.softplus(raw) + MIN_FRAME_SCALE).clamp(max=5.0)
+        return loc, raw.clamp(min=math.log(MIN_FRAME_SCALE), max=5.0)
 
     # ----------------------------------------------------------------- generator interface
     def inference(self, x, x_in, z) -> dict[str, torch.Tensor]:

@@ -196,7 +196,7 @@ PROJECTS: dict[str, Project] = {
         distribution="scvi-tools",
         project="scvi-tools",
         modules=["scvi.model", "scvi.model.base", "scvi.module", "scvi.module.base"]
-        + ["scvi.train", "scvi.data", "scvi.nn", "scvi.distributions"],
+        + ["scvi.train", "scvi.data", "scvi.dataloaders", "scvi.nn", "scvi.distributions"],
         member_classes=["scvi.model.base.BaseModelClass", "scvi.module.base.BaseModuleClass"]
         + ["scvi.train.TrainingPlan", "scvi.train.Trainer", "scvi.data.AnnDataManager"],
         member_uri=_member_on_class_page("api/reference/"),

@@ -12,7 +12,7 @@ def column_statistics(x, n_values: int = 1_000_000) -> dict[str, np.ndarray]:
     """Per-column ``mean``, ``std``, ``min`` and ``max`` of a dense or sparse matrix (in
     memory or backed by an h5ad file).
 
-    Rows are read in blocks of about ``n_values`` entries (:func:`scgde._utils.row_blocks`);
+    Rows are read in blocks of about ``n_values`` entries (``scgde._utils.row_blocks``);
     sums and sums of squares are accumulated in float64.
     """
     n_obs, n_vars = x.shape

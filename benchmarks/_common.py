@@ -88,6 +88,7 @@ def train_gde(
     seed: int,
     likelihood: str = "gaussian",
     lr: float | None = None,
+    generator_kwargs: dict | None = None,
 ):
     """Train a GDE on the sets in ``adata.obs["set"]`` (all sets, no validation split).
 
@@ -104,7 +105,12 @@ def train_gde(
     adata = adata.copy()
     GDE.setup_anndata(adata, group_key=GROUP_KEY)
     model = GDE(
-        adata, n_latent=n_latent, encoder=encoder, generator=generator, likelihood=likelihood
+        adata,
+        n_latent=n_latent,
+        encoder=encoder,
+        generator=generator,
+        likelihood=likelihood,
+        generator_kwargs=generator_kwargs,
     )
     callback = time_budget_callback(budget_s)
     start = time.perf_counter()

@@ -102,11 +102,13 @@ PROFILES = {
 }
 
 MODELS = [
-    # (label, encoder, generator); the first is GDE's default for continuous data
-    ("deepset + flow (default)", "deepset", "flow"),
-    ("deepset + diffusion", "deepset", "diffusion"),
-    ("deepset + CVAE", "deepset", "cvae"),
-    ("kme + diffusion", "kme", "diffusion"),
+    # (label, encoder, generator, generator_kwargs); the first is GDE's default for continuous
+    # data
+    ("deepset + flow (default)", "deepset", "flow", None),
+    ("deepset + flow, linear-scale frame", "deepset", "flow", {"frame_scale": "linear"}),
+    ("deepset + diffusion", "deepset", "diffusion", None),
+    ("deepset + CVAE", "deepset", "cvae", None),
+    ("kme + diffusion", "kme", "diffusion", None),
 ]
 
 
@@ -330,6 +332,9 @@ def _parse(argv=None):
         "--time-budget", type=float, default=None, help="seconds of training per model (0: none)"
     )
     parser.add_argument("--n-latent", type=int, default=32, help="GDE n_latent (default 32)")
+    parser.add_argument(
+        "--rows", nargs="+", default=None, help="only the models whose label contains one of these"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0, help="base seed")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown file")
@@ -338,7 +343,9 @@ def _parse(argv=None):
 
 def _train_all(train_adata, cfg, args, family: str):
     models, details = {}, []
-    for label, encoder, generator in MODELS:
+    for label, encoder, generator, generator_kwargs in MODELS:
+        if args.rows and not any(row in label for row in args.rows):
+            continue
         log(f"{family}: training {label} on {cfg['n_train_sets']:,} sets")
         model, info = train_gde(
             train_adata,
@@ -350,6 +357,7 @@ def _train_all(train_adata, cfg, args, family: str):
             max_epochs=cfg["max_epochs"],
             budget_s=cfg["time_budget_s"],
             seed=args.seed,
+            generator_kwargs=generator_kwargs,
         )
         log(f"  {info['epochs']} epochs, {info['steps']:,} steps, {info['train_s']:.0f} s")
         models[label] = model

@@ -31,6 +31,22 @@ class EmbeddedGroups(NamedTuple):
     cell_group_ids: np.ndarray
 
 
+class GroupChunks(NamedTuple):
+    """The cells of selected groups, as the streaming encoder reads them
+    (:meth:`EmbeddingMixin._encoder_chunks`)."""
+
+    #: Group of every cell of the AnnData.
+    labels: pd.Categorical
+    #: Names of the selected groups.
+    names: list[str]
+    #: Rows of the AnnData of the cells of those groups.
+    cell_indices: np.ndarray
+    #: Position in ``names`` of each of those cells' group.
+    cell_group_ids: np.ndarray
+    #: Callable returning a fresh iterable of ``(encoder input, group position)`` chunks.
+    chunks: object
+
+
 class EmbeddingMixin:
     """Embedding methods of :class:`~scgde.model.GDE`."""
 
@@ -50,9 +66,9 @@ class EmbeddingMixin:
             ids = torch.as_tensor(cell_group_ids[start : start + batch_size], device=device)
             yield {k: v.to(device) for k, v in tensors.items()}, ids
 
-    def _encoder_chunks(self, adata, groups, batch_size: int):
-        """The groups' labels, names, cells, each cell's group position, and a factory of
-        ``(encoder input, group position)`` chunks of those cells for the streaming encoder."""
+    def _encoder_chunks(self, adata, groups, batch_size: int) -> GroupChunks:
+        """The selected groups' cells and a factory of their chunks for the streaming
+        encoder."""
         labels = self._group_labels(adata)
         names, cell_indices, cell_group_ids = cells_of_groups(labels, groups)
         batch_size = check_int(batch_size, "batch_size")
@@ -64,15 +80,15 @@ class EmbeddingMixin:
             for tensors, ids in self._chunks(data, cell_indices, cell_group_ids, batch_size):
                 yield module.encoder_input(module.modelled_data(tensors)), ids
 
-        return labels, names, cell_indices, cell_group_ids, chunks
+        return GroupChunks(labels, names, cell_indices, cell_group_ids, chunks)
 
     def _embed(self, adata, groups, batch_size: int) -> EmbeddedGroups:
         """Embeddings of the selected groups from all their cells, streamed in chunks."""
-        labels, names, cell_indices, cell_group_ids, chunks = self._encoder_chunks(
-            adata, groups, batch_size
+        cells = self._encoder_chunks(adata, groups, batch_size)
+        z = self.module.encoder.encode_streaming(cells.chunks, len(cells.names)).cpu().numpy()
+        return EmbeddedGroups(
+            cells.names, z, cells.labels, cells.cell_indices, cells.cell_group_ids
         )
-        z = self.module.encoder.encode_streaming(chunks, len(names)).cpu().numpy()
-        return EmbeddedGroups(names, z, labels, cell_indices, cell_group_ids)
 
     def get_distribution_embedding(
         self,

@@ -77,9 +77,10 @@ class UncertaintyMixin:
             check_key_added(key_added, reserved=(UNS_SETTINGS_KEY,))
         target = self.adata if adata is None else adata
         data = self._validate_anndata(adata)
-        _, names, _, _, chunks = self._encoder_chunks(data, groups, batch_size)
+        cells = self._encoder_chunks(data, groups, batch_size)
+        names = cells.names
         _, replicates = self.module.encoder.bootstrap_streaming(
-            chunks, len(names), n_bootstrap, seed
+            cells.chunks, len(names), n_bootstrap, seed
         )
         replicates = replicates.double().cpu().numpy()  # (B, n_groups, n_latent)
         centred = replicates - replicates.mean(axis=0)

@@ -117,6 +117,8 @@ def test_backed_anndata_trains_and_embeds_like_in_memory_without_writing_the_fil
         in_memory = model.get_distribution_embedding(ad.read_h5ad(path), key_added=None)
         np.testing.assert_allclose(table.to_numpy(), in_memory.to_numpy(), rtol=1e-6)
         assert model.sample(n_cells=4, groups=["g0"]).shape == (4, backed.n_vars)
+        with pytest.raises(ValueError, match="to_memory"):  # a view of it is new data
+            model.get_distribution_embedding(backed[:10], key_added=None)
     finally:
         backed.file.close()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest

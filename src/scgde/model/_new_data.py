@@ -36,6 +36,12 @@ def working_copy(adata, categories: dict[str, list]):
             layers=dict(adata.layers.items()),
             obsm=dict(adata.obsm.items()),
         )
+    elif getattr(adata, "isbacked", False):
+        raise ValueError(
+            "This is a view of a backed AnnData, which cannot be registered without loading "
+            "it: pass `adata[...].to_memory()` (loads only those cells) or the backed AnnData "
+            "itself (its matrix is read in blocks)."
+        )
     else:
         work = adata.copy()
         for key in [k for k in work.uns if k.startswith("_scvi")]:

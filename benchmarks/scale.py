@@ -1,0 +1,200 @@
+"""Embedding and training from a backed ``.h5ad`` beside in memory, and the sparse-pass floor.
+
+The baseline of the out-of-core work: for random count matrices of ``n`` cells × 2,000 genes
+(5% non-zeros, 10 groups), written to ``.h5ad`` files, every (size, mode) runs in a fresh
+subprocess that opens the file in memory or ``backed="r"``, loads a trained model, embeds
+every group (``get_distribution_embedding``, 3 timed calls after an untimed warm-up) and
+trains a fresh model for 20 steps. Reported: embedding cells/s, peak RSS, training steps/s,
+and the *sparse-pass floor* measured in the same run: one contiguous pass over the in-memory
+CSR matrix that normalises, log-transforms the non-zeros and multiplies by a dense
+2,000 × 128 matrix (the first layer of the encoder), in cells/s.
+
+    python benchmarks/scale.py            # 10^4 and 10^5 cells (~3 min on 2 cores)
+    python benchmarks/scale.py --full     # also 10^6 cells
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUTPUT = HERE / "results" / "scale.md"
+N_GENES, DENSITY, N_GROUPS, CHUNK = 2_000, 0.05, 10, 4_096
+
+sys.path.insert(0, str(HERE))
+from _common import command_line, log, machine_section, start, table, write_report  # noqa: E402
+
+
+def _counts(n_cells: int, seed: int):
+    """Random CSR counts (values 1-5 on 5% of entries) with a group column."""
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    x = sparse.random(n_cells, N_GENES, density=DENSITY, format="csr", random_state=rng)
+    x.data = rng.integers(1, 6, x.data.size).astype(np.float32)
+    groups = pd.Categorical([f"g{i}" for i in rng.integers(0, N_GROUPS, n_cells)])
+    obs = pd.DataFrame({"group": groups}, index=[f"c{i}" for i in range(n_cells)])
+    var = pd.DataFrame(index=[f"gene{j}" for j in range(N_GENES)])
+    return ad.AnnData(x.astype(np.float32), obs=obs, var=var)
+
+
+def _sparse_pass(x, seed: int) -> float:
+    """Seconds of one contiguous pass: normalise, log1p the non-zeros, multiply by a dense
+    ``N_GENES × 128`` matrix."""
+    from scipy import sparse
+
+    weights = np.random.default_rng(seed).standard_normal((N_GENES, 128)).astype(np.float32)
+    began = time.perf_counter()
+    for row in range(0, x.shape[0], CHUNK):
+        block = x[row : row + CHUNK]
+        totals = np.asarray(block.sum(axis=1)).reshape(-1)
+        block = sparse.csr_matrix(block.multiply((1e4 / np.maximum(totals, 1.0))[:, None]))
+        block.data = np.log1p(block.data)
+        _ = block @ weights
+    return time.perf_counter() - began
+
+
+def _peak_rss() -> int:
+    """The kernel's peak-RSS mark of this process (bytes)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _worker(spec: dict) -> dict:
+    """In a fresh subprocess: embedding times, peak RSS and training steps/s of one mode."""
+    import anndata as ad
+    import scvi
+
+    from scgde.model import GDE
+
+    start(spec["threads"])
+    adata = ad.read_h5ad(spec["path"], backed="r" if spec["mode"] == "backed" else None)
+    model = GDE.load(spec["model"], adata=adata)
+    model.get_distribution_embedding(adata[: min(1_000, adata.n_obs)].to_memory(), key_added=None)
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        model.get_distribution_embedding(key_added=None)
+        times.append(time.perf_counter() - began)
+    peak = _peak_rss()
+    scvi.settings.seed = 0
+    fresh = GDE(model.adata, n_latent=16)
+    began = time.perf_counter()
+    fresh.train(max_epochs=100, max_steps=20, set_size=128, groups_per_batch=8)
+    train_s = time.perf_counter() - began
+    return {"embed_s": times, "peak_rss": peak, "steps_per_s": 20 / train_s}
+
+
+def _run_worker(spec: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="also 10^6 cells")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(json.loads(args.worker))), flush=True)
+        return 0
+    t_start = time.perf_counter()
+    load_start = start(args.threads)
+    import scvi
+
+    from scgde.model import GDE
+
+    sizes = [10_000, 100_000] + ([1_000_000] if args.full else [])
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        paths = {}
+        for n in sizes:
+            adata = _counts(n, args.seed)
+            paths[n] = str(Path(workdir) / f"cells_{n}.h5ad")
+            adata.write_h5ad(paths[n])
+            floor = n / min(_sparse_pass(adata.X, args.seed) for _ in range(3))
+            paths[n, "floor"] = floor
+            log(f"{n:,} cells written; sparse-pass floor {floor:,.0f} cells/s")
+        small = _counts(sizes[0], args.seed)
+        GDE.setup_anndata(small, group_key="group")
+        scvi.settings.seed = args.seed
+        model = GDE(small, n_latent=16)
+        model.train(max_epochs=100, max_steps=20, set_size=128, groups_per_batch=8)
+        model_dir = str(Path(workdir) / "model")
+        model.save(model_dir, save_anndata=False)
+        for n in sizes:
+            result = {}
+            for mode in ("memory", "backed"):
+                spec = {"path": paths[n], "mode": mode, "model": model_dir}
+                result[mode] = _run_worker({**spec, "threads": args.threads})
+                log(f"{n:,} cells, {mode}: {result[mode]}")
+            speed = {m: n / float(np.median(r["embed_s"])) for m, r in result.items()}
+            rows.append(
+                [
+                    f"{n:,}",
+                    f"{speed['memory']:,.0f}",
+                    f"{speed['backed']:,.0f}",
+                    f"{speed['backed'] / speed['memory']:.2f}",
+                    f"{paths[n, 'floor']:,.0f}",
+                    f"{speed['memory'] / paths[n, 'floor']:.3f}",
+                    f"{result['memory']['peak_rss'] / 2**20:,.0f}",
+                    f"{result['backed']['peak_rss'] / 2**20:,.0f}",
+                    f"{result['memory']['steps_per_s']:.1f}",
+                    f"{result['backed']['steps_per_s']:.1f}",
+                ]
+            )
+    header = ["cells", "embed cells/s, memory", "embed cells/s, backed", "backed / memory"]
+    header += ["sparse-pass floor, cells/s", "memory / floor", "peak RSS MB, memory"]
+    header += ["peak RSS MB, backed", "train steps/s, memory", "train steps/s, backed"]
+    runtime = time.perf_counter() - t_start
+    doc = f"""# Backed beside in memory, and the sparse-pass floor
+
+`{command_line("scale.py")}`; run time {runtime / 60:.1f} min.
+
+{table(header, rows)}
+
+- Data: random counts, {N_GENES:,} genes, {DENSITY:.0%} non-zeros (values 1-5), {N_GROUPS}
+  groups, CSR `.h5ad` files opened with `read_h5ad(path)` (memory) or `backed="r"`.
+- Embedding: `get_distribution_embedding(key_added=None)` of every group, median of 3 calls
+  after an untimed warm-up, by a `GDE(n_latent=16)` loaded with `GDE.load(dir, adata=...)`
+  in a fresh subprocess per (size, mode); peak RSS is that process's `VmHWM` (it includes
+  the in-memory matrix where there is one).
+- Training: a fresh `GDE(n_latent=16)` on the same data, 20 steps of 8 sets of 128 cells.
+- Sparse-pass floor: one contiguous pass over the in-memory CSR in chunks of {CHUNK:,}
+  rows: normalise to 10^4, log1p the non-zeros, multiply by a dense {N_GENES:,} × 128
+  matrix; best of 3.
+
+## Machine
+
+{machine_section(load_start)}
+"""
+    write_report(args.output, doc, runtime)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

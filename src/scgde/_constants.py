@@ -32,6 +32,8 @@ PROTEIN_ENCODER_TARGET_SUM = 1e3
 
 #: Key of ``adata.uns`` where the settings of the last embedding are recorded.
 UNS_SETTINGS_KEY = "gde"
+#: Suffixes of the ``uns`` keys of an embedding's standard errors and covariances.
+SE_SUFFIX, COV_SUFFIX = "_se", "_cov"
 #: Default key under which embeddings are written to ``adata.uns`` and ``adata.obsm``.
 DEFAULT_KEY_ADDED = "X_gde"
 #: obs column holding the combined group label when ``group_key`` is a list of columns.

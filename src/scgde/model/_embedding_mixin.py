@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -14,6 +14,7 @@ from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
 from .._utils import check_int, check_key_added
 from ..data import RegisteredData, cells_of_groups
 from ..data._groups import as_key_list
+from ..tl._distances import recorded_settings
 
 
 class EmbeddedGroups(NamedTuple):
@@ -143,10 +144,7 @@ class EmbeddingMixin:
                 "generator": self.generator_name_,
                 "likelihood": self.module.likelihood,
             }
-            recorded = target.uns.get(UNS_SETTINGS_KEY)
-            recorded = dict(recorded) if isinstance(recorded, Mapping) else {}
-            if isinstance(recorded.get("key_added"), str):  # scgde 0.1: one flat dict
-                recorded = {recorded.pop("key_added"): recorded}
+            recorded = recorded_settings(target)  # the other keys' (also scgde 0.1's flat dict)
             recorded[key_added] = settings
             # all results are computed: write them together so a failure writes nothing
             target.uns[key_added] = table

@@ -8,11 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
+from .._constants import COV_SUFFIX, DEFAULT_KEY_ADDED, SE_SUFFIX, UNS_SETTINGS_KEY
 from .._utils import check_int, check_key_added
-
-#: Suffixes of the ``uns`` keys written next to the embedding table ``uns[key_added]``.
-SE_SUFFIX, COV_SUFFIX = "_se", "_cov"
 
 
 class UncertaintyMixin:

@@ -151,11 +151,10 @@ class SetEncoder(nn.Module):
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
                 weights = torch.poisson(torch.ones(n_replicates, x.shape[0]), generator=generator)
                 weights = weights.to(x.device, torch.float64)
-                shared = self.embed_cells(x).double() if level == 0 else None
+                cells = self.embed_cells(x)  # the same for every replicate: computed once
                 for b in range(n_replicates):
-                    h = shared
-                    if h is None:
-                        h = self._states_at_level(x, set_ids, [m[b] for m in means], level)
+                    replicate_means = [m[b] for m in means]
+                    h = self._states_at_level(x, set_ids, replicate_means, level, cells)
                     sums[b] += segment_sum(h.double() * weights[b, :, None], set_ids, n_sets)
                     totals[b] += segment_sum(weights[b, :, None], set_ids, n_sets)[:, 0]
             level_means = sums / totals.clamp(min=1.0).unsqueeze(-1)
@@ -166,9 +165,15 @@ class SetEncoder(nn.Module):
         return self.readout(point[-1]), replicates
 
     def _states_at_level(
-        self, x: torch.Tensor, set_ids: torch.Tensor, means: list[torch.Tensor], level: int
+        self,
+        x: torch.Tensor,
+        set_ids: torch.Tensor,
+        means: list[torch.Tensor],
+        level: int,
+        cells: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        h = self.embed_cells(x)
+        """Cell states after ``level`` set layers; ``cells``: ``embed_cells(x)`` if known."""
+        h = self.embed_cells(x) if cells is None else cells
         for i in range(level):
             h = self.set_layer(i, x, h, means[i][set_ids])
         return h

@@ -15,7 +15,12 @@ from scipy import sparse
 from .._constants import DEFAULT_KEY_ADDED
 from .._docs import SHOW_SAVE, doc_params
 from ..data import group_labels
-from ..tl._distances import embedding_table, recorded_group_key, recorded_settings
+from ..tl._distances import (
+    embedding_table,
+    recorded_covariances,
+    recorded_group_key,
+    recorded_settings,
+)
 from ._colors import NA_COLOR, as_categorical, category_colors, is_categorical
 from ._figure import check_axes, check_save, finish
 from ._reduce import pca_2d
@@ -216,20 +221,13 @@ _ELLIPSE_95 = float(np.sqrt(-2.0 * np.log(0.05)))
 def _projected_covariances(adata, key: str, names: pd.Index, pca) -> np.ndarray:
     """Each group's embedding covariance projected on the PCA axes, ``(n_groups, 2, 2)`` (NaN
     for groups without one)."""
-    covariances, errors = adata.uns.get(key + "_cov"), adata.uns.get(key + "_se")
-    if pca is None or covariances is None or not isinstance(errors, pd.DataFrame):
+    covariances = None if pca is None else recorded_covariances(adata, key, names)
+    if covariances is None:
         raise ValueError(
             "uncertainty=True needs cell-level input with basis='pca' and the covariances of "
             f"model.get_embedding_uncertainty(adata, key_added={key!r}) in adata.uns."
         )
-    position = pd.Series(np.arange(len(errors)), index=errors.index.astype(str))
-    rows = position.reindex(names.astype(str)).to_numpy()
-    out = np.full((len(names), 2, 2), np.nan)
-    known = ~np.isnan(rows)
-    axes = pca.axes
-    cov = np.asarray(covariances, dtype=np.float64)[rows[known].astype(np.int64)]
-    out[known] = np.einsum("ai,gij,bj->gab", axes, cov, axes)
-    return out
+    return np.einsum("ai,gij,bj->gab", pca.axes, covariances, pca.axes)
 
 
 def _draw_ellipses(ax: Axes, coords: np.ndarray, covariances: np.ndarray) -> None:

@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 from scipy.spatial.distance import pdist, squareform
 
-from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
+from .._constants import COV_SUFFIX, DEFAULT_KEY_ADDED, SE_SUFFIX, UNS_SETTINGS_KEY
 from .._utils import check_int, check_key_added
 from ..data import group_labels
 from ..metrics._kernel import energy_matrix
@@ -113,13 +113,16 @@ def group_distances(
     if key_added is None:
         key_added = f"{key}_distances_{method}"
     check_key_added(key_added)
+    covariances = None
     if method == "euclidean":
         if use_rep is not None:
             raise ValueError(
                 "`use_rep` is only used with method='energy'; method='euclidean' compares the "
                 f"group embeddings in adata.uns[{key!r}]."
             )
-        names, matrix = _euclidean(adata, key)
+        embeddings = embedding_table(adata, key)
+        names, matrix = _euclidean(embeddings)
+        covariances = recorded_covariances(adata, key, embeddings.index)
     else:
         if group_key is None:
             group_key = recorded_group_key(adata, key)
@@ -128,10 +131,13 @@ def group_distances(
         )
     index = pd.Index(names, name="group")
     table = pd.DataFrame(matrix, index=index, columns=index.copy())
-    se = _euclidean_se(adata, key, table) if method == "euclidean" else None
+    se = None
+    if method == "euclidean" and covariances is not None:
+        se = _euclidean_se(embeddings.to_numpy(dtype=np.float64), covariances)
+        se = pd.DataFrame(se, index=index.copy(), columns=index.copy())
     adata.uns[key_added] = table
     if se is not None:
-        adata.uns[key_added + "_se"] = se
+        adata.uns[key_added + SE_SUFFIX] = se
     return table
 
 
@@ -164,48 +170,52 @@ def embedding_table(adata: AnnData, key: str) -> pd.DataFrame:
     return table
 
 
-def _euclidean(adata: AnnData, key: str) -> tuple[list[str], np.ndarray]:
-    table = embedding_table(adata, key)
+def _euclidean(table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     values = table.to_numpy(dtype=np.float64)
     matrix = squareform(pdist(values)) if len(values) > 1 else np.zeros((1, 1))
     return [str(name) for name in table.index], matrix
 
 
-def _euclidean_se(adata: AnnData, key: str, distances: pd.DataFrame) -> pd.DataFrame | None:
-    """Standard errors of the distances from the embeddings' covariances
-    (``uns[key + "_cov"]`` of :meth:`~scgde.model.GDE.get_embedding_uncertainty`), or ``None``.
+def recorded_covariances(adata: AnnData, key: str, names: pd.Index) -> np.ndarray | None:
+    """The covariances of the embeddings of ``names`` that
+    :meth:`~scgde.model.GDE.get_embedding_uncertainty` recorded for ``key``
+    (``(len(names), d, d)``, NaN for groups without one), or ``None`` if there are none."""
+    covariances, errors = adata.uns.get(key + COV_SUFFIX), adata.uns.get(key + SE_SUFFIX)
+    if covariances is None or not isinstance(errors, pd.DataFrame):
+        return None
+    covariances = np.asarray(covariances, dtype=np.float64)
+    d = errors.shape[1]
+    if covariances.shape != (len(errors), d, d):
+        raise ValueError(
+            f"adata.uns[{key + COV_SUFFIX!r}] has shape {covariances.shape}, but "
+            f"adata.uns[{key + SE_SUFFIX!r}] lists {len(errors)} groups of {d} dimensions."
+        )
+    position = pd.Series(np.arange(len(errors)), index=errors.index.astype(str))
+    rows = position.reindex(pd.Index(names).astype(str)).to_numpy()
+    known = ~np.isnan(rows)
+    out = np.full((len(rows), d, d), np.nan)
+    out[known] = covariances[rows[known].astype(np.int64)]
+    return out
+
+
+def _euclidean_se(values: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """Standard errors of the distances between the rows of ``values`` (embeddings with these
+    ``covariances``).
 
     Groups are drawn independently, so by the delta method the variance of
     ``d = |z_a - z_b|`` is ``u' (cov_a + cov_b) u`` with ``u = (z_a - z_b) / d`` (valid when
     ``d`` is large against the errors). Pairs with a group without a covariance get NaN; a
     group with itself gets 0.
     """
-    covariances, errors = adata.uns.get(key + "_cov"), adata.uns.get(key + "_se")
-    if covariances is None or not isinstance(errors, pd.DataFrame):
-        return None
-    covariances = np.asarray(covariances, dtype=np.float64)
-    z = embedding_table(adata, key)
-    d = z.shape[1]
-    if covariances.shape != (len(errors), d, d):
-        raise ValueError(
-            f"adata.uns[{key + '_cov'!r}] has shape {covariances.shape}, but "
-            f"adata.uns[{key + '_se'!r}] lists {len(errors)} groups of {d} dimensions."
-        )
-    position = pd.Series(np.arange(len(errors)), index=errors.index.astype(str))
-    rows = position.reindex(distances.index.astype(str)).to_numpy()
-    known = ~np.isnan(rows)
-    cov = np.full((len(rows), d, d), np.nan)
-    cov[known] = covariances[rows[known].astype(np.int64)]
-    values = z.to_numpy(dtype=np.float64)  # the rows of ``distances``, in order
     difference = values[:, None, :] - values[None, :, :]
     norm = np.linalg.norm(difference, axis=-1, keepdims=True)
     unit = np.divide(difference, norm, out=np.zeros_like(difference), where=norm > 0)
-    variance = np.einsum("abi,aij,abj->ab", unit, cov, unit) + np.einsum(
-        "abi,bij,abj->ab", unit, cov, unit
+    variance = np.einsum("abi,aij,abj->ab", unit, covariances, unit) + np.einsum(
+        "abi,bij,abj->ab", unit, covariances, unit
     )
     se = np.sqrt(np.maximum(variance, 0.0))
     np.fill_diagonal(se, 0.0)
-    return pd.DataFrame(se, index=distances.index.copy(), columns=distances.columns.copy())
+    return se
 
 
 # ---------------------------------------------------------------------------------- energy
@@ -221,8 +231,8 @@ def recorded_settings(adata: AnnData, key: str | None = None) -> dict:
     if not isinstance(recorded, Mapping):
         return {}
     if isinstance(recorded.get("key_added"), str):  # scgde 0.1
-        by_key = {recorded["key_added"]: dict(recorded)}
-        return by_key if key is None else dict(recorded)
+        settings = {k: v for k, v in recorded.items() if k != "key_added"}
+        return {recorded["key_added"]: settings} if key is None else settings
     by_key = {k: dict(v) for k, v in recorded.items() if isinstance(v, Mapping)}
     return by_key if key is None else by_key.get(key, {})
 

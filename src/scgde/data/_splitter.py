@@ -1,4 +1,5 @@
-"""Train/validation split by *groups* and the data loaders of set minibatches."""
+"""Train/validation split (by groups, or by cells for label sets) and the data loaders of set
+minibatches."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 
+from ._label_sets import LabelSets
 from ._registered import RegisteredData
-from ._set_sampler import GroupSetSampler
+from ._set_sampler import GroupSetSampler, LabelSetSampler
 
 
 def sets_per_epoch(n_cells: int, set_size: int, groups_per_batch: int) -> int:
@@ -27,7 +29,88 @@ def _distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-class GroupDataSplitter(DataSplitter):
+def _check_split(train_size: float, validation_size: float | None) -> float:
+    """``validation_size`` (default ``1 - train_size``) after checking both fractions."""
+    if not 0 < train_size <= 1:
+        raise ValueError(f"`train_size` must be in (0, 1], got {train_size}.")
+    validation_size = 1 - train_size if validation_size is None else validation_size
+    if validation_size < 0 or train_size + validation_size > 1 + 1e-9:
+        raise ValueError("Need 0 <= validation_size and train_size + validation_size <= 1.")
+    return validation_size
+
+
+class _SetDataSplitter(DataSplitter):
+    """What the splitters of sets share: the dataset of registered tensors and loaders of
+    set minibatches drawn by a sampler (``_sampler``, defined by subclasses)."""
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        set_size: int,
+        groups_per_batch: int,
+        train_size: float,
+        validation_size: float | None,
+        seed: int,
+        extra: dict[str, np.ndarray] | None,
+        min_set_size: int | None,
+    ):
+        validation_size = _check_split(train_size, validation_size)
+        # the cell-level split of the parent is not used: every cell is "training" there, and
+        # subclasses set train_idx and val_idx, then call _split_done
+        super().__init__(adata_manager, train_size=1.0, validation_size=0.0, batch_size=1)
+        self.train_size, self.validation_size = train_size, validation_size
+        self.min_set_size = min_set_size
+        self.extra = extra
+        self.set_size = set_size
+        self.groups_per_batch = groups_per_batch
+        self.seed = seed
+        self._dataset = None
+
+    def _split_done(self) -> None:
+        """Record the sizes of the split once ``train_idx`` and ``val_idx`` are set."""
+        self.n_train = len(self.train_idx)
+        self.n_val = len(self.val_idx)
+        self.n_batches_train = sets_per_epoch(self.n_train, self.set_size, self.groups_per_batch)
+
+    def setup(self, stage: str | None = None):
+        """Build the dataset of registered tensors once."""
+        if self._dataset is None:
+            self._dataset = RegisteredData(self.adata_manager, self.extra)
+
+    def _sampler(self, train: bool, n_batches: int, rank: int, world_size: int):
+        """The sampler of training (new sets each epoch) or validation (the same sets every
+        epoch) minibatches."""
+        raise NotImplementedError
+
+    def _loader(self, train: bool):
+        self.setup()
+        rank, world_size = _distributed_rank()
+        n_cells = self.n_train if train else self.n_val
+        # in distributed training the ranks share an epoch's minibatches
+        n_batches = math.ceil(
+            sets_per_epoch(n_cells, self.set_size, self.groups_per_batch) / world_size
+        )
+        workers = settings.dl_num_workers
+        return torch.utils.data.DataLoader(
+            self._dataset,
+            sampler=self._sampler(train, n_batches, rank, world_size),
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=bool(workers and settings.dl_persistent_workers),
+        )
+
+    def train_dataloader(self):
+        """Random training sets, new ones each epoch."""
+        return self._loader(train=True)
+
+    def val_dataloader(self):
+        """The same validation sets every epoch; empty without validation cells."""
+        if self.n_val == 0:
+            return []
+        return self._loader(train=False)
+
+
+class GroupDataSplitter(_SetDataSplitter):
     """Split the groups (not the cells) into training and validation, and load set minibatches.
 
     A :class:`scvi.dataloaders.DataSplitter` whose split is by groups and whose loaders yield
@@ -71,20 +154,17 @@ class GroupDataSplitter(DataSplitter):
         min_set_size: int | None = None,
         always_train=(),
     ):
-        if not 0 < train_size <= 1:
-            raise ValueError(f"`train_size` must be in (0, 1], got {train_size}.")
-        validation_size = 1 - train_size if validation_size is None else validation_size
-        if validation_size < 0 or train_size + validation_size > 1 + 1e-9:
-            raise ValueError("Need 0 <= validation_size and train_size + validation_size <= 1.")
-        # the cell-level split of the parent is not used: every cell is "training" there, and
-        # the split by groups below sets train_idx, val_idx, n_train and n_val
-        super().__init__(adata_manager, train_size=1.0, validation_size=0.0, batch_size=1)
-        self.train_size, self.validation_size = train_size, validation_size
-        self.min_set_size = min_set_size
-        self.extra = extra
-        self.set_size = set_size
-        self.groups_per_batch = groups_per_batch
-        self.seed = seed
+        super().__init__(
+            adata_manager,
+            set_size,
+            groups_per_batch,
+            train_size,
+            validation_size,
+            seed,
+            extra,
+            min_set_size,
+        )
+        train_size, validation_size = self.train_size, self.validation_size
         codes = np.asarray(labels.codes)
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(labels.categories) + 1))
@@ -112,49 +192,80 @@ class GroupDataSplitter(DataSplitter):
             if n_val
             else np.empty(0, dtype=np.int64)
         )
-        self.n_train = len(self.train_idx)
-        self.n_val = len(self.val_idx)
-        self.n_batches_train = sets_per_epoch(self.n_train, set_size, groups_per_batch)
-        self._dataset = None
+        self._split_done()
 
-    def setup(self, stage: str | None = None):
-        """Build the dataset of registered tensors once."""
-        if self._dataset is None:
-            self._dataset = RegisteredData(self.adata_manager, self.extra)
-
-    def _loader(
-        self, groups: np.ndarray, n_cells: int, seed: int | None, min_set_size: int | None = None
-    ):
-        self.setup()
-        rank, world_size = _distributed_rank()
-        sampler = GroupSetSampler(
+    def _sampler(self, train: bool, n_batches: int, rank: int, world_size: int):
+        groups = self.train_groups if train else self.val_groups
+        return GroupSetSampler(
             [self._group_cells[g] for g in groups],
             set_size=self.set_size,
             groups_per_batch=self.groups_per_batch,
-            # in distributed training the ranks share an epoch's minibatches
-            n_batches=math.ceil(
-                sets_per_epoch(n_cells, self.set_size, self.groups_per_batch) / world_size
-            ),
-            seed=seed,
+            n_batches=n_batches,
+            seed=None if train else self.seed,
             rank=rank,
             world_size=world_size,
-            min_set_size=min_set_size,
-        )
-        workers = settings.dl_num_workers
-        return torch.utils.data.DataLoader(
-            self._dataset,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=workers,
-            persistent_workers=bool(workers and settings.dl_persistent_workers),
+            min_set_size=self.min_set_size if train else None,
         )
 
-    def train_dataloader(self):
-        """Random sets of training groups, new ones each epoch."""
-        return self._loader(self.train_groups, self.n_train, None, self.min_set_size)
 
-    def val_dataloader(self):
-        """The same sets of validation groups every epoch; empty without validation groups."""
-        if self.n_val == 0:
-            return []
-        return self._loader(self.val_groups, self.n_val, seed=self.seed)
+class LabelDataSplitter(_SetDataSplitter):
+    """Split the cells into training and validation, and load minibatches of sets around
+    label values (:class:`LabelSetSampler`).
+
+    Parameters
+    ----------
+    adata_manager
+        Manager of the registered AnnData.
+    label_sets
+        The weights of the sets at each label value (see :class:`scgde.data.LabelSets`).
+    set_size, groups_per_batch, train_size, validation_size, seed, extra, min_set_size
+        As in :class:`GroupDataSplitter`, with fractions of **cells** instead of groups:
+        validation sets are drawn around label values of validation cells, from validation
+        cells only.
+    """
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        label_sets: LabelSets,
+        set_size: int,
+        groups_per_batch: int,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        seed: int = 0,
+        extra: dict[str, np.ndarray] | None = None,
+        min_set_size: int | None = None,
+    ):
+        super().__init__(
+            adata_manager,
+            set_size,
+            groups_per_batch,
+            train_size,
+            validation_size,
+            seed,
+            extra,
+            min_set_size,
+        )
+        self.label_sets = label_sets
+        n_cells = label_sets.n_obs
+        n_train = math.ceil(self.train_size * n_cells - 1e-9)
+        n_val = min(math.floor(self.validation_size * n_cells + 1e-9), n_cells - n_train)
+        permutation = np.random.default_rng(seed).permutation(n_cells)
+        self.train_idx = np.sort(permutation[:n_train])
+        self.val_idx = np.sort(permutation[n_train : n_train + n_val])
+        self._split_done()
+
+    def _sampler(self, train: bool, n_batches: int, rank: int, world_size: int):
+        """Random sets around training cells' labels (new each epoch), or the same sets
+        around validation cells' labels every epoch."""
+        return LabelSetSampler(
+            self.label_sets,
+            self.train_idx if train else self.val_idx,
+            set_size=self.set_size,
+            groups_per_batch=self.groups_per_batch,
+            n_batches=n_batches,
+            seed=None if train else self.seed,
+            rank=rank,
+            world_size=world_size,
+            min_set_size=self.min_set_size if train else None,
+        )

@@ -134,12 +134,7 @@ class GDE(
         likelihood, generator = self._default_likelihood_and_generator(likelihood, generator)
         n_latent = check_int(n_latent, "n_latent")
         self._check_data(self.adata_manager, likelihood)
-        labels = self._group_labels(self.adata)
-        if len(labels.categories) < 2:
-            raise ValueError(
-                f"Found {len(labels.categories)} group in adata.obs[{self.group_key!r}]; GDE "
-                "needs at least 2 groups to learn a distribution embedding."
-            )
+        sets = self._describe_sets()
         n_batch = self.summary_stats.n_batch
         cat_state = (
             self.adata_manager.get_state_registry(CAT_COVS_KEY)
@@ -204,7 +199,7 @@ class GDE(
             **self._module_kwargs(n_latent),
         )
         self._model_summary_string = (
-            f"GDE: {len(labels.categories)} groups, encoder={encoder!r}, generator={generator!r}, "
+            f"{type(self).__name__}: {sets}, encoder={encoder!r}, generator={generator!r}, "
             f"likelihood={likelihood!r}, n_latent={n_latent}"
             + (f", {n_proteins} proteins" if n_proteins else "")
             + (
@@ -214,6 +209,17 @@ class GDE(
             )
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _describe_sets(self) -> str:
+        """How the training sets are defined, for the summary (e.g. ``"63 groups"``); an
+        error if they cannot define a distribution embedding."""
+        labels = self._group_labels(self.adata)
+        if len(labels.categories) < 2:
+            raise ValueError(
+                f"Found {len(labels.categories)} group in adata.obs[{self.group_key!r}]; GDE "
+                "needs at least 2 groups to learn a distribution embedding."
+            )
+        return f"{len(labels.categories)} groups"
 
     def _default_likelihood_and_generator(
         self, likelihood: str | None, generator: str | None

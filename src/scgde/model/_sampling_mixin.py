@@ -77,14 +77,7 @@ class SamplingMixin:
         n_cells = check_int(n_cells, "n_cells")
         if groups is not None and embedding is not None:
             raise ValueError("Pass either `groups` or `embedding`, not both.")
-        if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
-            raise ValueError(f"`sampler_kwargs` must be a dict, got {type(sampler_kwargs)}.")
-        obsm_key = self._setup_args.get("obsm_key")
-        if loadings is not None and obsm_key is None:
-            raise ValueError(
-                "`loadings` maps a representation back to genes, but this model was set up on "
-                "genes (no `obsm_key`): its samples are already in gene space."
-            )
+        self._check_sampling_args(sampler_kwargs, loadings)
         adata = self._validate_anndata(adata)
         if embedding is None:
             embedded = self._embed(adata, groups, batch_size)
@@ -102,14 +95,28 @@ class SamplingMixin:
             {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},
             index=[f"gen_{i}" for i in range(x.shape[0])],
         )
+        return self._generated_data(x, obs, adata, loadings)
+
+    def _check_sampling_args(self, sampler_kwargs, loadings) -> None:
+        """Clear errors for ``sampler_kwargs`` that are not a dict and for ``loadings`` on a
+        model of genes."""
+        if sampler_kwargs is not None and not isinstance(sampler_kwargs, dict):
+            raise ValueError(f"`sampler_kwargs` must be a dict, got {type(sampler_kwargs)}.")
+        if loadings is not None and self._setup_args.get("obsm_key") is None:
+            raise ValueError(
+                "`loadings` maps a representation back to genes, but this model was set up on "
+                "genes (no `obsm_key`): its samples are already in gene space."
+            )
+
+    def _generated_data(self, x: np.ndarray, obs: pd.DataFrame, adata, loadings: str | None):
+        """Generated cells ``x`` as an AnnData (a MuData for RNA and proteins), with ``obs``."""
         if self.module.n_proteins:
             return self._generated_mudata(x, obs)
-        var = pd.DataFrame(index=self.var_names.astype(str))
         if loadings is not None:
             genes = representation_to_genes(x, adata, loadings)
-            return AnnData(
-                X=genes, obs=obs, var=pd.DataFrame(index=adata.var_names), obsm={obsm_key: x}
-            )
+            obsm = {self._setup_args["obsm_key"]: x}
+            return AnnData(X=genes, obs=obs, var=pd.DataFrame(index=adata.var_names), obsm=obsm)
+        var = pd.DataFrame(index=self.var_names.astype(str))
         return AnnData(X=sparse.csr_matrix(x) if self.module.count_data else x, obs=obs, var=var)
 
     @torch.inference_mode()

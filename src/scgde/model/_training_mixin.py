@@ -109,36 +109,18 @@ class TrainingMixin:
         """
         set_size = check_int(set_size, "set_size")
         groups_per_batch = check_int(groups_per_batch, "groups_per_batch")
-        labels = self._group_labels(self.adata)
-        extra = None
-        if self.group_label_categories_:
-            codes, _ = self._group_label_codes(self.adata, self.group_label_categories_, labels)
-            extra = {GROUP_LABEL_KEY: codes[np.asarray(labels.codes)]}
-        splitter = self._data_splitter_cls(
-            self.adata_manager,
-            labels,
+        splitter = self._make_splitter(
             set_size=set_size,
             groups_per_batch=groups_per_batch,
             train_size=train_size,
             validation_size=validation_size,
             seed=split_seed,
-            extra=extra,
             min_set_size=(
                 max(1, set_size // 4)
                 if min_set_size is None
                 else check_int(min_set_size, "min_set_size")
             ),
-            always_train=self._groups_always_trained(labels),
         )
-        held_out = splitter.group_names[splitter.val_groups]
-        if 0 < len(held_out) and len(splitter.group_names) < _FEW_GROUPS:
-            warnings.warn(
-                f"Validation holds out {len(held_out)} of only {len(splitter.group_names)} "
-                f"groups ({', '.join(map(str, held_out[:5]))}), whose cells the model never "
-                "trains on. With so few groups, consider `train_size=1.0`.",
-                UserWarning,
-                stacklevel=2,
-            )
         if early_stopping and splitter.n_val == 0:
             raise ValueError("`early_stopping=True` needs validation groups: lower `train_size`.")
         if max_epochs is None:
@@ -183,8 +165,7 @@ class TrainingMixin:
             check_val_every_n_epoch=1 if splitter.n_val else None,
             **trainer_kwargs,
         )
-        self.train_groups_ = [str(g) for g in splitter.group_names[splitter.train_groups]]
-        self.validation_groups_ = [str(g) for g in splitter.group_names[splitter.val_groups]]
+        self._record_split(splitter)
         sigint_handler = signal.getsignal(signal.SIGINT)
         try:
             return runner()
@@ -209,6 +190,37 @@ class TrainingMixin:
             raise TypeError(
                 f"Unknown `plan_kwargs` {unknown}; the training plan takes {sorted(known)}."
             )
+
+    def _make_splitter(self, **kwargs):
+        """The splitter of the training data into training and validation sets (groups held
+        out whole); ``kwargs``: the minibatch shape, split and seed."""
+        labels = self._group_labels(self.adata)
+        extra = None
+        if self.group_label_categories_:
+            codes, _ = self._group_label_codes(self.adata, self.group_label_categories_, labels)
+            extra = {GROUP_LABEL_KEY: codes[np.asarray(labels.codes)]}
+        splitter = self._data_splitter_cls(
+            self.adata_manager,
+            labels,
+            extra=extra,
+            always_train=self._groups_always_trained(labels),
+            **kwargs,
+        )
+        held_out = splitter.group_names[splitter.val_groups]
+        if 0 < len(held_out) and len(splitter.group_names) < _FEW_GROUPS:
+            warnings.warn(
+                f"Validation holds out {len(held_out)} of only {len(splitter.group_names)} "
+                f"groups ({', '.join(map(str, held_out[:5]))}), whose cells the model never "
+                "trains on. With so few groups, consider `train_size=1.0`.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return splitter
+
+    def _record_split(self, splitter) -> None:
+        """Keep the names of the training and validation groups."""
+        self.train_groups_ = [str(g) for g in splitter.group_names[splitter.train_groups]]
+        self.validation_groups_ = [str(g) for g in splitter.group_names[splitter.val_groups]]
 
     def _groups_always_trained(self, labels) -> list[int]:
         """Indices of the groups (categories of ``labels``) that validation never holds out."""

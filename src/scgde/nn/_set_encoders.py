@@ -83,9 +83,12 @@ class SetEncoder(nn.Module):
         ----------
         chunks
             Callable returning a fresh iterable of ``(x, set_ids)`` chunks covering every cell
-            once; it is called ``n_set_layers + 1`` times.
+            once; it is called ``n_set_layers + 1`` times. A chunk ``(x, set_ids, weights)``
+            gives each row a weight ``>= 0`` in its set's means (a weighted set: weight ``k``
+            counts as ``k`` copies of the cell); a cell may then appear in several sets, one
+            row per set.
         n_sets
-            Number of sets; every set must receive at least one cell.
+            Number of sets; every set must receive a positive total weight.
 
         Returns
         -------
@@ -100,14 +103,15 @@ class SetEncoder(nn.Module):
         dtype = next(self.parameters()).dtype
         for level in range(self.n_set_layers + 1):
             sums, counts = None, None
-            for x, set_ids in chunks():
+            for x, set_ids, *weights in chunks():
                 h = self._states_at_level(x, set_ids, means, level).double()
-                chunk_sums = segment_sum(h, set_ids, n_sets)
-                chunk_counts = torch.bincount(set_ids, minlength=n_sets).double()
+                w = _row_weights(weights, h)
+                chunk_sums = segment_sum(h * w, set_ids, n_sets)
+                chunk_counts = segment_sum(w, set_ids, n_sets)[:, 0]
                 sums = chunk_sums if sums is None else sums + chunk_sums
                 counts = chunk_counts if counts is None else counts + chunk_counts
-            if sums is None or bool((counts == 0).any()):
-                raise ValueError("Every set must contain at least one cell.")
+            if sums is None or bool((counts <= 0).any()):
+                raise ValueError("Every set must contain at least one cell of positive weight.")
             means.append((sums / counts.unsqueeze(-1)).to(dtype))
         return means
 
@@ -129,6 +133,7 @@ class SetEncoder(nn.Module):
         ----------
         chunks, n_sets
             As in :meth:`encode_streaming`; ``chunks`` is called ``n_set_layers + 2`` times.
+            Rows of weighted chunks get their weight times their Poisson count.
         n_replicates
             Number of bootstrap replicates ``B``.
         seed
@@ -147,17 +152,17 @@ class SetEncoder(nn.Module):
         for level in range(self.n_set_layers + 1):
             sums = point[level].new_zeros((n_replicates, *point[level].shape), dtype=torch.float64)
             totals = sums.new_zeros((n_replicates, n_sets))
-            for k, (x, set_ids) in enumerate(chunks()):
+            for k, (x, set_ids, *row_weights) in enumerate(chunks()):
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
                 weights = torch.poisson(torch.ones(n_replicates, x.shape[0]), generator=generator)
-                weights = weights.to(x.device, torch.float64)
+                weights = weights.to(x.device, torch.float64) * _row_weights(row_weights, x)[:, 0]
                 cells = self.embed_cells(x)  # the same for every replicate: computed once
                 for b in range(n_replicates):
                     replicate_means = [m[b] for m in means]
                     h = self._states_at_level(x, set_ids, replicate_means, level, cells)
                     sums[b] += segment_sum(h.double() * weights[b, :, None], set_ids, n_sets)
                     totals[b] += segment_sum(weights[b, :, None], set_ids, n_sets)[:, 0]
-            level_means = sums / totals.clamp(min=1.0).unsqueeze(-1)
+            level_means = sums / torch.where(totals > 0, totals, 1.0).unsqueeze(-1)
             empty = totals == 0
             level_means[empty] = point[level].double().expand_as(level_means)[empty]
             means.append(level_means.to(dtype))
@@ -177,6 +182,13 @@ class SetEncoder(nn.Module):
         for i in range(level):
             h = self.set_layer(i, x, h, means[i][set_ids])
         return h
+
+
+def _row_weights(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """``(n_rows, 1)`` float64 weights of a chunk's rows: the chunk's own, or ones."""
+    if not weights:
+        return like.new_ones((like.shape[0], 1), dtype=torch.float64)
+    return weights[0].to(like.device, torch.float64).reshape(-1, 1)
 
 
 class _MeanContextLayer(nn.Module):

@@ -210,7 +210,7 @@ class GroupDataSplitter(_SetDataSplitter):
 
 class LabelDataSplitter(_SetDataSplitter):
     """Split the cells into training and validation, and load minibatches of sets around
-    label values (:class:`LabelSetSampler`).
+    label values (:class:`~scgde.data.LabelSetSampler`).
 
     Parameters
     ----------

@@ -1,6 +1,7 @@
 """Datasets: bundled real data, loaders for public data, and documented simulators."""
 
 from ._demo import demo
+from ._dose_response import dose_response, dose_response_truth
 from ._grn import grn_perturbations
 from ._larry import larry
 from ._lineage import lineage_sets
@@ -11,6 +12,8 @@ from ._synthetic import gaussian_mixture_sets, gaussian_sets, mixed_gaussian_set
 
 __all__ = [
     "demo",
+    "dose_response",
+    "dose_response_truth",
     "gaussian_mixture_sets",
     "gaussian_sets",
     "grn_perturbations",

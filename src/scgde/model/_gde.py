@@ -266,9 +266,9 @@ class GDE(
         return self.adata_manager.registry[SETUP_ARGS_KEY]
 
     @property
-    def group_key(self) -> str | list[str]:
-        """The obs column(s) defining the groups."""
-        return self._setup_args["group_key"]
+    def group_key(self) -> str | list[str] | None:
+        """The obs column(s) defining the groups (``None`` for a :class:`~scgde.model.LabelGDE`)."""
+        return self._setup_args.get("group_key")
 
     @property
     def group_label_key(self) -> str | None:
@@ -294,6 +294,10 @@ class GDE(
     # --------------------------------------------------------------------------- checks
     def _group_labels(self, adata) -> pd.Categorical:
         return group_labels(adata.obs, self.group_key)
+
+    def _check_set_columns(self, adata) -> None:
+        """A clear error if ``adata`` lacks what defines the sets (the group columns)."""
+        self._group_labels(adata)
 
     def _group_label_codes(
         self, adata, categories=None, labels: pd.Categorical | None = None

@@ -105,7 +105,7 @@ class NewDataMixin:
                 f"adata.obsm has no {args['obsm_key']!r}, the representation the model was "
                 f"trained on; available: {list(adata.obsm)}."
             )
-        self._group_labels(adata)
+        self._check_set_columns(adata)
         categories = {}
         batch_key = args.get("batch_key")
         if batch_key is not None:

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
 
     n, repeats = cfg["n_eval"], cfg["repeats"]
     rng = np.random.default_rng(args.seed + 1)
-    sets = model._label_sets(adata)
+    sets = model.get_label_sets(adata)
     edges = model.get_label_embedding(values=list(GAP), key_added=None).X
     rows = []
     for k, value in enumerate(TEST_DOSES):

@@ -148,7 +148,7 @@ def test_label_splitter_splits_cells():
     LabelGDE.setup_anndata(adata, label_key="dose")
     model = LabelGDE(adata, n_latent=4)
     splitter = LabelDataSplitter(
-        model.adata_manager, model._label_sets(adata), set_size=16, groups_per_batch=4
+        model.adata_manager, model.get_label_sets(adata), set_size=16, groups_per_batch=4
     )
     assert splitter.n_train + splitter.n_val == adata.n_obs
     assert splitter.n_val == pytest.approx(0.1 * adata.n_obs, abs=1)

@@ -18,7 +18,7 @@ def test_notebooks_hold_their_sources():
 
     sources = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
     notebooks = sorted(TUTORIALS.glob("[0-9][0-9]_*.ipynb"))
-    assert [s.stem for s in sources] == [n.stem for n in notebooks] and len(sources) == 4
+    assert [s.stem for s in sources] == [n.stem for n in notebooks] and len(sources) == 5
     for source, notebook in zip(sources, notebooks, strict=True):
         expected = [(c.cell_type, c.source) for c in jupytext.read(source).cells]
         found = [(c.cell_type, c.source) for c in nbformat.read(notebook, as_version=4).cells]
@@ -31,7 +31,7 @@ def _outputs(nb) -> str:
     )
 
 
-@pytest.mark.parametrize("name", ["01_patients.ipynb", "02_clones.ipynb"])
+@pytest.mark.parametrize("name", ["01_patients.ipynb", "02_clones.ipynb", "05_labels.ipynb"])
 def test_tutorial_runs(name, tmp_path):
     nb = nbformat.read(TUTORIALS / name, as_version=4)
     NotebookClient(
@@ -40,6 +40,8 @@ def test_tutorial_runs(name, tmp_path):
     text = _outputs(nb)
     if name == "01_patients.ipynb":
         _check_patients(text, _n_images(nb))
+    elif name == "05_labels.ipynb":
+        _check_labels(text, _n_images(nb))
     else:
         _check_clones(text)
 
@@ -219,3 +221,24 @@ def test_tutorial_04_knockdowns(tmp_path):
     # against the noise-free truth the target dominates (70% of its sum of squares)
     assert true["GDE"] > 0.2 > np.nanmax([true["GDE without knock-down"], true["mean shift"]])
     assert _n_images(nb) == 2
+
+
+def _check_labels(text: str, n_images: int) -> None:
+    # embedding distances rank dose pairs as the true W2 does (the paper: 0.96 on Gaussians)
+    assert _number(r"with the true W2: ([\d.]+)", text) > 0.9
+    # cells generated at the unobserved dose 0.5 are nearer the truth than either edge's cells
+    generated = _number(r"at 0.5, generated at 0.5: ([\d.]+)", text)
+    assert generated < _number(r"at 0.5, true cells at 0.4: ([\d.]+)", text)
+    assert generated < _number(r"at 0.5, true cells at 0.6: ([\d.]+)", text)
+    # generated monocytes follow the real markers along pseudotime (12 values: r > 0.8 is
+    # significant at p < 0.002)
+    for gene in ("CD14", "LYZ", "FCGR3A", "CDKN1C"):
+        assert (
+            _number(
+                rf"{gene}: correlation of generated and real means along pseudotime "
+                r"(-?[\d.]+)",
+                text,
+            )
+            > 0.8
+        )
+    assert n_images == 3  # the PCA of z(dose), the W2 scatter, the marker curves

@@ -13,9 +13,10 @@ __all__ = ["dose_response", "dose_response_truth"]
 
 
 def dose_response_truth(dose, dim: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    r"""Mean and standard deviation of the cells of :func:`~scgde.datasets.dose_response` at each dose.
+    r"""Mean and standard deviation of the simulated dose–response cells at each dose.
 
-    At dose :math:`y`, cells are :math:`\mathcal{N}(\mu(y), \sigma(y)^2 I_{dim})` with
+    At dose :math:`y`, the cells of :func:`~scgde.datasets.dose_response` are
+    :math:`\mathcal{N}(\mu(y), \sigma(y)^2 I_{dim})` with
     :math:`\mu(y) = (3y, 2\sin 3y, 0, \dots, 0)` (a curved path of the mean) and
     :math:`\sigma(y) = 0.5 + y` (a growing spread), so the Wasserstein-2 distance between the
     cells at two doses is

@@ -144,8 +144,19 @@ class LabelGDE(GDE):
         """The kernel bandwidth of the continuous label (``None`` for label probabilities)."""
         return self._setup_args.get("label_bandwidth")
 
-    def _label_sets(self, adata) -> LabelSets:
-        """The weights of the sets at each label value, for the cells of ``adata``."""
+    def get_label_sets(self, adata: AnnData | None = None) -> LabelSets:
+        """The weights of the sets at each label value, for the cells of ``adata``.
+
+        Use it to compare generated cells with the real cells of a set:
+        ``adata[sets.draw_cells(rng, value, n)]`` are ``n`` real cells drawn by their weight at
+        ``value`` (see :class:`~scgde.data.LabelSets`).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the label; default: the training data.
+        """
+        adata = self.adata if adata is None else adata
         if self.label_key is not None:
             return ContinuousLabelSets(
                 continuous_labels(adata.obs, self.label_key), self.label_bandwidth
@@ -154,7 +165,7 @@ class LabelGDE(GDE):
         return ProbabilityLabelSets(*label_probabilities(adata.obsm, key, adata.n_obs))
 
     def _check_set_columns(self, adata) -> None:
-        self._label_sets(adata)
+        self.get_label_sets(adata)
 
     def _group_labels(self, adata) -> pd.Categorical:
         raise TypeError(
@@ -166,12 +177,12 @@ class LabelGDE(GDE):
     def _describe_sets(self) -> str:
         if self.label_key is not None:
             return f"sets around {self.label_key!r} (bandwidth {self.label_bandwidth:.3g})"
-        sets = self._label_sets(self.adata)
+        sets = self.get_label_sets(self.adata)
         return f"{len(sets.categories)} probability-weighted label sets"
 
     def _make_splitter(self, **kwargs) -> LabelDataSplitter:
         """Cells (not groups) split into training and validation."""
-        return LabelDataSplitter(self.adata_manager, self._label_sets(self.adata), **kwargs)
+        return LabelDataSplitter(self.adata_manager, self.get_label_sets(self.adata), **kwargs)
 
     def _record_split(self, splitter) -> None:
         self.n_train_cells_, self.n_validation_cells_ = splitter.n_train, splitter.n_val
@@ -205,7 +216,7 @@ class LabelGDE(GDE):
     def _embed_labels(self, adata, values, batch_size: int) -> tuple[list, np.ndarray, LabelSets]:
         """``z`` at each label value from the weighted cells of ``adata``, streamed."""
         batch_size = check_int(batch_size, "batch_size")
-        sets = self._label_sets(adata)
+        sets = self.get_label_sets(adata)
         values = self._label_values(sets, values)
         effective = sets.effective_cells(values)
         empty = [v for v, n in zip(values, effective, strict=True) if n == 0]

@@ -56,7 +56,7 @@ model
 # ones and, around each, a set of cells by their kernel weight.
 
 # %%
-model.train(max_epochs=60)
+model.train(max_epochs=60, enable_progress_bar=False)
 
 # %% [markdown]
 # `get_label_embedding` returns one row per label value, the value in `obs`, ready for scanpy.
@@ -123,9 +123,10 @@ print("generated mean", generated.X.mean(0)[:2].round(2), "sd", spread.round(2))
 
 # %% [markdown]
 # The cells generated at the unobserved dose are closer to the truth than the cells of either
-# observed edge, though not at the sampling floor: inside the band the kernel set mixes the
-# cells of both edges, so the generated spread is a little wide. `benchmarks/labels.py`
-# measures this for several doses.
+# observed edge: the model generates between the observed doses rather than returning the
+# nearest one. They are not at the sampling floor: their mean and spread are a little off
+# (printed above), and inside the band the kernel set the model encodes mixes the cells of
+# both edges. `benchmarks/labels.py` measures this at several doses, with longer training.
 #
 # ## Pseudotime of the demo monocytes
 #
@@ -156,7 +157,7 @@ mono.obs.groupby("cell_type", observed=True)["pseudotime"].median()
 # %%
 scgde.model.LabelGDE.setup_anndata(mono, label_key="pseudotime", batch_key="batch")
 mono_model = scgde.model.LabelGDE(mono)
-mono_model.train(max_epochs=200)
+mono_model.train(enable_progress_bar=False)  # about 400 steps
 
 # %% [markdown]
 # Generate 300 cells at each of 12 pseudotimes and follow marker genes: CD14 and LYZ fall, and

@@ -343,3 +343,36 @@ def test_noisy_labels_train_and_embed():
     # the "high" set weights cells by their dose: its mean dose is E[y^2]/E[y] = 2/3
     mean_first = generated.X[:, 0].mean()
     assert abs(mean_first - 3 * 2 / 3) < abs(mean_first - 3 * 1 / 3)
+
+
+def test_a_label_prior_centres_the_training_sets():
+    labels = np.linspace(0, 1, 400)
+    sets = ContinuousLabelSets(labels, bandwidth=0.01)
+    prior = pd.Series([1.0, 3.0], index=[0.2, 0.8])
+    sampler = LabelSetSampler(
+        sets, np.arange(400), set_size=16, groups_per_batch=400, n_batches=1, seed=0, prior=prior
+    )
+    indices, set_ids = next(iter(sampler))
+    centres = np.asarray([labels[indices[set_ids == s]].mean() for s in range(400)])
+    near = np.isclose(centres, 0.8, atol=0.04)
+    assert (near | np.isclose(centres, 0.2, atol=0.04)).all()
+    # 400 draws with P(0.8) = 3/4: the count is within 4 standard deviations of 300
+    assert abs(near.sum() - 300) < 4 * np.sqrt(400 * 0.75 * 0.25)
+
+
+def test_label_prior_in_training_and_its_errors():
+    adata = dose_response(n=600)
+    LabelGDE.setup_anndata(adata, label_key="dose")
+    model = LabelGDE(adata, n_latent=4)
+    with pytest.raises(ValueError, match="within reach of the prior.s label values \\[2.0\\]"):
+        model.train(max_epochs=1, label_prior=[0.1, 2.0], enable_progress_bar=False)
+    with pytest.raises(ValueError, match="finite weights >= 0"):
+        model.train(max_epochs=1, label_prior=pd.Series([-1.0, 1.0], index=[0.1, 0.9]))
+    with pytest.raises(ValueError, match="numbers"):
+        model.train(max_epochs=1, label_prior=["low"])
+    model.train(
+        max_epochs=1,
+        label_prior=np.linspace(0, 1, 11)[[0, 1, 2, 3, 7, 8, 9, 10]],
+        enable_progress_bar=False,
+    )
+    assert model.is_trained_

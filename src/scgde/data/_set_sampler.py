@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ._label_sets import LabelSets
@@ -141,10 +142,10 @@ class GroupSetSampler(_SetSampler):
 class LabelSetSampler(_SetSampler):
     """Yield ``(cell_indices, set_ids)`` for minibatches of sets around label values.
 
-    Each set draws its label value from the empirical label distribution of ``cells`` (the
-    label prior), then its cells, with replacement, with probabilities proportional to their
-    weight at that value (see :class:`scgde.data.LabelSets`): a sample of the label's
-    kernel-smoothed (or probability-weighted) distribution of cells.
+    Each set draws its label value from the label prior (by default the empirical label
+    distribution of ``cells``), then its cells, with replacement, with probabilities
+    proportional to their weight at that value (see :class:`scgde.data.LabelSets`): a sample
+    of the label's kernel-smoothed (or probability-weighted) distribution of cells.
 
     Parameters
     ----------
@@ -154,6 +155,9 @@ class LabelSetSampler(_SetSampler):
         The cells the sets are drawn from (e.g. the training cells).
     set_size, groups_per_batch, n_batches, seed, rank, world_size, min_set_size
         As in :class:`GroupSetSampler` (``groups_per_batch``: sets per minibatch).
+    prior
+        A label prior instead of the empirical one: weights (``>= 0``) indexed by label
+        values, e.g. a uniform grid over the label's range.
     """
 
     def __init__(
@@ -167,10 +171,12 @@ class LabelSetSampler(_SetSampler):
         rank: int = 0,
         world_size: int = 1,
         min_set_size: int | None = None,
+        prior: pd.Series | None = None,
     ):
         super().__init__(
             set_size, groups_per_batch, n_batches, seed, rank, world_size, min_set_size
         )
+        self.prior = prior
         self.label_sets = label_sets
         self.cells = np.asarray(cells, dtype=np.int64)
         if self.cells.size == 0:
@@ -181,7 +187,12 @@ class LabelSetSampler(_SetSampler):
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = self._rng()
         for _ in range(self.n_batches):
-            values = self.label_sets.draw_values(rng, self.groups_per_batch, self.cells)
+            if self.prior is None:
+                values = self.label_sets.draw_values(rng, self.groups_per_batch, self.cells)
+            else:
+                weights = self.prior.to_numpy(dtype=np.float64)
+                drawn = rng.choice(len(weights), self.groups_per_batch, p=weights / weights.sum())
+                values = list(self.prior.index[drawn])
             sizes = self._set_sizes(rng, len(values))
             indices = [
                 self.label_sets.draw_cells(rng, value, size, self.allowed)

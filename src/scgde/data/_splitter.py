@@ -222,6 +222,9 @@ class LabelDataSplitter(_SetDataSplitter):
         As in :class:`GroupDataSplitter`, with fractions of **cells** instead of groups:
         validation sets are drawn around label values of validation cells, from validation
         cells only.
+    prior
+        Label prior of the training sets (see :class:`~scgde.data.LabelSetSampler`); each of
+        its values must have training cells within reach.
     """
 
     def __init__(
@@ -235,6 +238,7 @@ class LabelDataSplitter(_SetDataSplitter):
         seed: int = 0,
         extra: dict[str, np.ndarray] | None = None,
         min_set_size: int | None = None,
+        prior: pd.Series | None = None,
     ):
         super().__init__(
             adata_manager,
@@ -247,6 +251,7 @@ class LabelDataSplitter(_SetDataSplitter):
             min_set_size,
         )
         self.label_sets = label_sets
+        self.prior = prior
         n_cells = label_sets.n_obs
         n_train = math.ceil(self.train_size * n_cells - 1e-9)
         n_val = min(math.floor(self.validation_size * n_cells + 1e-9), n_cells - n_train)
@@ -254,6 +259,15 @@ class LabelDataSplitter(_SetDataSplitter):
         self.train_idx = np.sort(permutation[:n_train])
         self.val_idx = np.sort(permutation[n_train : n_train + n_val])
         self._split_done()
+        if prior is not None:
+            training = np.zeros(n_cells, dtype=bool)
+            training[self.train_idx] = True
+            unreachable = [v for v in prior.index if not training[label_sets.members(v)[0]].any()]
+            if unreachable:
+                raise ValueError(
+                    f"No training cell lies within reach of the prior's label values "
+                    f"{unreachable[:5]}: drop them from the prior, or widen the bandwidth."
+                )
 
     def _sampler(self, train: bool, n_batches: int, rank: int, world_size: int):
         """Random sets around training cells' labels (new each epoch), or the same sets
@@ -268,4 +282,5 @@ class LabelDataSplitter(_SetDataSplitter):
             rank=rank,
             world_size=world_size,
             min_set_size=self.min_set_size if train else None,
+            prior=self.prior if train else None,
         )

@@ -180,9 +180,60 @@ class LabelGDE(GDE):
         sets = self.get_label_sets(self.adata)
         return f"{len(sets.categories)} probability-weighted label sets"
 
+    def train(self, max_epochs: int | None = None, label_prior=None, **kwargs):
+        """Train the encoder and generator on random sets around label values.
+
+        Each step draws ``groups_per_batch`` label values from the label prior and, around
+        each, between ``min_set_size`` and ``set_size`` cells by their weight (with
+        replacement). Validation holds out **cells** (a fraction ``1 - train_size``): its sets
+        are drawn around validation cells' labels, from validation cells.
+
+        Parameters
+        ----------
+        max_epochs
+            As in :meth:`scgde.model.GDE.train`.
+        label_prior
+            The label values the training sets are centred on. Default: the labels of the
+            training cells (the empirical prior, so dense stretches of the label train more
+            often). A list of values is drawn uniformly, e.g. ``np.linspace(0, 1, 101)`` for a
+            uniform prior over a pseudotime; a :class:`~pandas.Series` of weights indexed by
+            values (or category names) sets their probabilities. Each value needs training
+            cells within reach.
+        **kwargs
+            As in :meth:`scgde.model.GDE.train` (``set_size``, ``groups_per_batch``: sets
+            per step, ``train_size``, ``lr``, trainer arguments, ...).
+        """
+        self._label_prior = self._check_prior(label_prior)
+        try:
+            return super().train(max_epochs=max_epochs, **kwargs)
+        finally:
+            del self._label_prior
+
+    def _check_prior(self, label_prior) -> pd.Series | None:
+        """``label_prior`` as weights indexed by label values, or a clear error."""
+        if label_prior is None:
+            return None
+        if isinstance(label_prior, pd.Series):
+            prior = label_prior.astype(np.float64)
+        else:
+            values = list(np.atleast_1d(np.asarray(label_prior, dtype=object)))
+            prior = pd.Series(np.ones(len(values)), index=values)
+        if prior.empty or not np.isfinite(prior.to_numpy()).all() or (prior < 0).any():
+            raise ValueError("`label_prior` needs values with finite weights >= 0.")
+        if prior.sum() <= 0:
+            raise ValueError("`label_prior` has weights that sum to 0.")
+        sets = self.get_label_sets()
+        values = self._label_values(sets, list(prior.index))
+        return pd.Series(prior.to_numpy(), index=pd.Index(values))
+
     def _make_splitter(self, **kwargs) -> LabelDataSplitter:
         """Cells (not groups) split into training and validation."""
-        return LabelDataSplitter(self.adata_manager, self.get_label_sets(self.adata), **kwargs)
+        return LabelDataSplitter(
+            self.adata_manager,
+            self.get_label_sets(self.adata),
+            prior=getattr(self, "_label_prior", None),
+            **kwargs,
+        )
 
     def _record_split(self, splitter) -> None:
         self.n_train_cells_, self.n_validation_cells_ = splitter.n_train, splitter.n_val

@@ -135,9 +135,10 @@ class _SumPooledDeepSet(DeepSetEncoder):
     """DeepSetEncoder with sum instead of mean pooling (not distribution invariant)."""
 
     def forward(self, x, set_ids, n_sets):
-        h = self.embed_cells(x)
+        p = self.project(x)
+        h = self.embed_cells(p)
         for i in range(self.n_set_layers):
-            h = self.set_layer(i, x, h, segment_sum(h, set_ids, n_sets)[set_ids])
+            h = self.set_layer(i, p, h, segment_sum(h, set_ids, n_sets)[set_ids])
         return self.readout(segment_sum(h, set_ids, n_sets))
 
 
@@ -209,9 +210,17 @@ def test_encode_streaming_equals_forward(n_layers, shuffle):
     calls = []
     streamed = encoder.encode_streaming(_chunk_factory(x, set_ids, 97, calls), n_sets=3)
     assert streamed.shape == (3, N_LATENT)
-    assert len(calls) == n_layers + 1
+    assert len(calls) == 1  # the projections of the first pass serve the later ones
+    uncached_calls = []
+    uncached = encoder.encode_streaming(
+        _chunk_factory(x, set_ids, 97, uncached_calls), n_sets=3, cache_bytes=0
+    )
+    assert len(uncached_calls) == n_layers + 1  # without a cache: one pass per level
+    # a budget below the projections' size: the first pass stops keeping them
+    small = encoder.encode_streaming(_chunk_factory(x, set_ids, 97, []), 3, cache_bytes=2000)
     # float32 one-shot sums of up to 2,500 terms: error ~ sqrt(n) * eps32 ~ 3e-6 relative
-    torch.testing.assert_close(streamed, one_shot, rtol=1e-5, atol=1e-5)
+    for result in (streamed, uncached, small):
+        torch.testing.assert_close(result, one_shot, rtol=1e-5, atol=1e-5)
 
 
 def test_encode_streaming_raises_when_a_set_gets_no_cells():
@@ -268,7 +277,7 @@ def test_kme_features_approximate_a_gaussian_kernel():
     encoder = make_encoder("kme", 3, 2, n_features=20_000, bandwidth=1.5, seed=0)
     x = _cells(6, seed=4, n_input=3)
     with torch.no_grad():
-        features = encoder.embed_cells(x)
+        features = encoder.embed_cells(encoder.project(x))
     approx = features @ features.T
     exact = torch.exp(-(torch.cdist(x, x) ** 2) / (2 * 1.5**2))
     torch.testing.assert_close(approx, exact, atol=0.03, rtol=0)

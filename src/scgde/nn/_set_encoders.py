@@ -2,18 +2,23 @@
 
 Every encoder here is built from *mean pooling* only, so its output depends on the empirical
 distribution of the set alone (invariant to permuting the cells and to replicating each cell K
-times). An encoder is described by three pieces:
+times). An encoder is described by four pieces:
 
-``embed_cells(x)``
-    per-cell states before any pooling;
-``set_layer(i, x, h, pooled)``
+``project(x)``
+    what each cell's input contributes, computed once per cell (e.g. all linear maps of the
+    input, in one matrix product; the identity by default);
+``embed_cells(p)``
+    per-cell states before any pooling, from the projections ``p``;
+``set_layer(i, p, h, pooled)``
     the i-th layer, which updates each cell's state ``h`` given the mean ``pooled`` of the states
     of its set (already broadcast to cells);
 ``readout(pooled)``
     maps the final set means to the distribution embedding.
 
 Because each pooling step is a mean, a set of any size can be encoded *exactly* in chunks with
-``n_set_layers + 1`` streaming passes over its cells (see :meth:`SetEncoder.encode_streaming`).
+``n_set_layers + 1`` streaming passes over its cells (see :meth:`SetEncoder.encode_streaming`);
+the projections of the first pass are kept for the later ones within a memory budget, so the
+input is read and projected once.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._mlp import mlp
@@ -28,24 +34,34 @@ from ._segment import segment_mean, segment_sum
 
 ChunkFactory = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
+#: Bytes of cell projections :meth:`SetEncoder.encode_streaming` keeps between its passes by
+#: default (beyond it, later passes read and project the chunks again).
+STREAMING_CACHE_BYTES = 2**30
+
 
 class SetEncoder(nn.Module):
     """Base class of mean-pooled set encoders.
 
-    Subclasses define ``embed_cells(x)`` (per-cell states), ``set_layer(i, x, h, pooled)``
-    (update each cell's state given the mean state of its set) and ``readout(pooled)`` (set
-    means to the embedding); pooling is by means only, so :meth:`encode_streaming` encodes a
-    set of any size exactly in ``n_set_layers + 1`` passes over chunks of its cells.
+    Subclasses define ``project(x)`` (what each cell's input contributes; default: the input
+    itself), ``embed_cells(p)`` (per-cell states from the projections),
+    ``set_layer(i, p, h, pooled)`` (update each cell's state given the mean state of its set)
+    and ``readout(pooled)`` (set means to the embedding); pooling is by means only, so
+    :meth:`encode_streaming` encodes a set of any size exactly in ``n_set_layers + 1`` passes
+    over chunks of its cells.
     """
 
     n_set_layers: int = 0
 
-    def embed_cells(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-cell states before the first pooling."""
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-cell projections of the input, the only place the encoder reads it."""
+        return x
+
+    def embed_cells(self, p: torch.Tensor) -> torch.Tensor:
+        """Per-cell states before the first pooling, from the projections ``p``."""
         raise NotImplementedError
 
     def set_layer(
-        self, i: int, x: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor
+        self, i: int, p: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor
     ) -> torch.Tensor:
         """Update cell states ``h`` with layer ``i`` given their set's mean state ``pooled``."""
         raise NotImplementedError
@@ -70,41 +86,61 @@ class SetEncoder(nn.Module):
         -------
         ``(n_sets, n_latent)`` distribution embeddings.
         """
-        h = self.embed_cells(x)
+        p = self.project(x)
+        h = self.embed_cells(p)
         for i in range(self.n_set_layers):
-            h = self.set_layer(i, x, h, segment_mean(h, set_ids, n_sets)[set_ids])
+            h = self.set_layer(i, p, h, segment_mean(h, set_ids, n_sets)[set_ids])
         return self.readout(segment_mean(h, set_ids, n_sets))
 
     @torch.inference_mode()
-    def encode_streaming(self, chunks: ChunkFactory, n_sets: int) -> torch.Tensor:
+    def encode_streaming(
+        self, chunks: ChunkFactory, n_sets: int, cache_bytes: int = STREAMING_CACHE_BYTES
+    ) -> torch.Tensor:
         """Encode sets too large for memory, exactly, from a stream of cell chunks.
 
         Parameters
         ----------
         chunks
             Callable returning a fresh iterable of ``(x, set_ids)`` chunks covering every cell
-            once; it is called ``n_set_layers + 1`` times. A chunk ``(x, set_ids, weights)``
+            once; it is called once when the projections of all chunks fit in
+            ``cache_bytes``, else ``n_set_layers + 1`` times. A chunk ``(x, set_ids, weights)``
             gives each row a weight ``>= 0`` in its set's means (a weighted set: weight ``k``
             counts as ``k`` copies of the cell); a cell may then appear in several sets, one
             row per set.
         n_sets
             Number of sets; every set must receive a positive total weight.
+        cache_bytes
+            Memory for the cells' projections between passes (0: read every chunk in every
+            pass).
 
         Returns
         -------
         ``(n_sets, n_latent)`` embeddings, equal (to float tolerance) to :meth:`forward` on all
         cells at once. Means are accumulated in float64.
         """
-        return self.readout(self._streaming_means(chunks, n_sets)[-1])
+        return self.readout(self._streaming_means(chunks, n_sets, cache_bytes)[-1])
 
-    def _streaming_means(self, chunks: ChunkFactory, n_sets: int) -> list[torch.Tensor]:
-        """The per-set mean states of every level, one streaming pass per level."""
+    def _streaming_means(
+        self, chunks: ChunkFactory, n_sets: int, cache_bytes: int = STREAMING_CACHE_BYTES
+    ) -> list[torch.Tensor]:
+        """The per-set mean states of every level, one streaming pass per level; the first
+        pass keeps the projected chunks for the others while they fit in ``cache_bytes``."""
         means: list[torch.Tensor] = []
         dtype = next(self.parameters()).dtype
+        cached: list | None = None  # every projected chunk, once the first pass kept them all
         for level in range(self.n_set_layers + 1):
             sums, counts = None, None
-            for x, set_ids, *weights in chunks():
-                h = self._states_at_level(x, set_ids, means, level).double()
+            keep, size = ([] if level == 0 and cache_bytes > 0 else None), 0
+            stream = cached or ((self.project(x), *rest) for x, *rest in chunks())
+            for chunk in stream:
+                p, set_ids, *weights = chunk
+                if keep is not None:
+                    size += p.element_size() * p.numel()
+                    if size <= cache_bytes:
+                        keep.append(chunk)
+                    else:
+                        keep = None  # too large: later passes read the chunks again
+                h = self._states_at_level(p, set_ids, means, level).double()
                 w = _row_weights(weights, h)
                 chunk_sums = segment_sum(h * w, set_ids, n_sets)
                 chunk_counts = segment_sum(w, set_ids, n_sets)[:, 0]
@@ -113,6 +149,7 @@ class SetEncoder(nn.Module):
             if sums is None or bool((counts <= 0).any()):
                 raise ValueError("Every set must contain at least one cell of positive weight.")
             means.append((sums / counts.unsqueeze(-1)).to(dtype))
+            cached = cached or keep
         return means
 
     @torch.inference_mode()
@@ -156,10 +193,11 @@ class SetEncoder(nn.Module):
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
                 weights = torch.poisson(torch.ones(n_replicates, x.shape[0]), generator=generator)
                 weights = weights.to(x.device, torch.float64) * _row_weights(row_weights, x)[:, 0]
-                cells = self.embed_cells(x)  # the same for every replicate: computed once
+                p = self.project(x)
+                cells = self.embed_cells(p)  # the same for every replicate: computed once
                 for b in range(n_replicates):
                     replicate_means = [m[b] for m in means]
-                    h = self._states_at_level(x, set_ids, replicate_means, level, cells)
+                    h = self._states_at_level(p, set_ids, replicate_means, level, cells)
                     sums[b] += segment_sum(h.double() * weights[b, :, None], set_ids, n_sets)
                     totals[b] += segment_sum(weights[b, :, None], set_ids, n_sets)[:, 0]
             level_means = sums / torch.where(totals > 0, totals, 1.0).unsqueeze(-1)
@@ -171,16 +209,17 @@ class SetEncoder(nn.Module):
 
     def _states_at_level(
         self,
-        x: torch.Tensor,
+        p: torch.Tensor,
         set_ids: torch.Tensor,
         means: list[torch.Tensor],
         level: int,
         cells: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Cell states after ``level`` set layers; ``cells``: ``embed_cells(x)`` if known."""
-        h = self.embed_cells(x) if cells is None else cells
+        """Cell states after ``level`` set layers from the projections ``p``; ``cells``:
+        ``embed_cells(p)`` if known."""
+        h = self.embed_cells(p) if cells is None else cells
         for i in range(level):
-            h = self.set_layer(i, x, h, means[i][set_ids])
+            h = self.set_layer(i, p, h, means[i][set_ids])
         return h
 
 
@@ -192,7 +231,11 @@ def _row_weights(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tenso
 
 
 class _MeanContextLayer(nn.Module):
-    """Cell state and set mean concatenated, MLP, residual, input re-injection, LayerNorm."""
+    """Cell state and set mean concatenated, MLP, residual, input re-injection, LayerNorm.
+
+    The re-injection ``inject(x)`` is computed with the encoder's other linear maps of the
+    input (:meth:`DeepSetEncoder.project`) and passed in as ``injected``.
+    """
 
     def __init__(self, n_hidden: int, n_input: int, dropout: float):
         super().__init__()
@@ -200,8 +243,10 @@ class _MeanContextLayer(nn.Module):
         self.inject = nn.Linear(n_input, n_hidden)
         self.norm = nn.LayerNorm(n_hidden)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        return self.norm(h + self.mlp(torch.cat([h, pooled], dim=-1)) + self.inject(x))
+    def forward(
+        self, injected: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor
+    ) -> torch.Tensor:
+        return self.norm(h + self.mlp(torch.cat([h, pooled], dim=-1)) + injected)
 
 
 class DeepSetEncoder(SetEncoder):
@@ -252,19 +297,35 @@ class DeepSetEncoder(SetEncoder):
         )
         self.head = mlp(n_hidden, n_latent, n_hidden, n_layers=1)
 
-    # with the skip, a state is [hidden state, input]; pooled, its input part is the set mean
-    def embed_cells(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.cell_mlp(x)
-        return h if self.skip is None else torch.cat([h, x], dim=-1)
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Every linear map of the input in one product: the first layer of the cell MLP,
+        each layer's re-injection and (with the skip) the skip map, side by side."""
+        maps = [self.cell_mlp[0]] + [layer.inject for layer in self.layers]
+        weights = [m.weight for m in maps]
+        biases = [m.bias for m in maps]
+        if self.skip is not None:
+            weights.append(self.skip.weight)
+            biases.append(self.skip.weight.new_zeros(self.skip.out_features))
+        return F.linear(x, torch.cat(weights), torch.cat(biases))
 
-    def set_layer(self, i, x, h, pooled):
+    # with the skip, a state is [hidden state, skip(input)]; pooled, its skip part is the
+    # skip map of the set mean (the map is linear)
+    def _with_skip(self, h: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        if self.skip is None:
+            return h
+        return torch.cat([h, p[:, (self.n_set_layers + 1) * self.n_hidden :]], dim=-1)
+
+    def embed_cells(self, p: torch.Tensor) -> torch.Tensor:
+        return self._with_skip(self.cell_mlp[1:](p[:, : self.n_hidden]), p)
+
+    def set_layer(self, i, p, h, pooled):
         n = self.n_hidden
-        h = self.layers[i](x, h[:, :n], pooled[:, :n])
-        return h if self.skip is None else torch.cat([h, x], dim=-1)
+        h = self.layers[i](p[:, (i + 1) * n : (i + 2) * n], h[:, :n], pooled[:, :n])
+        return self._with_skip(h, p)
 
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
         z = self.head(pooled[:, : self.n_hidden])
-        return z if self.skip is None else z + self.skip(pooled[:, self.n_hidden :])
+        return z if self.skip is None else z + pooled[:, self.n_hidden :]
 
 
 class KMEEncoder(SetEncoder):
@@ -305,9 +366,11 @@ class KMEEncoder(SetEncoder):
         self.scale = (2.0 / n_features) ** 0.5
         self.head = nn.Linear(n_features, n_latent)
 
-    def embed_cells(self, x: torch.Tensor) -> torch.Tensor:
-        projection = x @ self.frequencies / self.log_bandwidth.exp()
-        return self.scale * torch.cos(projection + self.phases)
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.frequencies
+
+    def embed_cells(self, p: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.cos(p / self.log_bandwidth.exp() + self.phases)
 
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
@@ -320,8 +383,8 @@ class MeanEncoder(SetEncoder):
         super().__init__()
         self.head = nn.Linear(n_input, n_latent)
 
-    def embed_cells(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+    def embed_cells(self, p: torch.Tensor) -> torch.Tensor:
+        return p
 
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from anndata.abc import CSCDataset, CSRDataset
 from scipy import sparse
 from scvi.data import AnnDataManager, AnnTorchDataset
 
@@ -76,3 +77,17 @@ class RegisteredData(AnnTorchDataset):
         for key, values in self.extra.items():
             out[key] = torch.as_tensor(np.asarray(values[indices], dtype=np.float32))
         return out
+
+    def sparse_rows(self, indices) -> sparse.csr_matrix | None:
+        """The registered ``X`` of the cells at ``indices`` (increasing) as a float32 CSR
+        matrix, without densifying; ``None`` where ``X`` is dense. A contiguous run of rows is
+        read as a slice."""
+        values = self.data[X_KEY]
+        if not (sparse.issparse(values) or isinstance(values, CSRDataset | CSCDataset)):
+            return None
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and indices[-1] - indices[0] + 1 == indices.size:
+            rows = values[int(indices[0]) : int(indices[-1]) + 1]
+        else:
+            rows = values[indices]
+        return sparse.csr_matrix(rows, dtype=np.float32)

@@ -78,8 +78,15 @@ class EmbeddingMixin:
         data = self._registered(adata)
 
         def chunks():
-            for tensors, ids in self._chunks(data, cell_indices, cell_group_ids, batch_size):
-                yield module.encoder_input(module.modelled_data(tensors)), ids
+            for start in range(0, len(cell_indices), batch_size):
+                rows = cell_indices[start : start + batch_size]
+                ids = torch.as_tensor(cell_group_ids[start : start + batch_size])
+                counts = data.sparse_rows(rows) if module.count_data else None
+                x = None if counts is None else module.sparse_encoder_input(counts)
+                if x is None:  # dense data, continuous data or proteins: the dense path
+                    tensors = {k: v.to(self.device) for k, v in data.rows(rows).items()}
+                    x = module.encoder_input(module.modelled_data(tensors))
+                yield x, ids.to(self.device)
 
         return GroupChunks(labels, names, cell_indices, cell_group_ids, chunks)
 
@@ -104,7 +111,8 @@ class EmbeddingMixin:
         ``obsm[key_added]``, ``uns["gde"][key_added]``; ``key_added=None`` only returns it).
         The encoder pools by means, so the cells are streamed in chunks of ``batch_size``
         (memory does not grow with group size) and the result equals encoding each group at
-        once. New groups (not seen in training) are embedded like any other.
+        once. Each cell is read once (sparse counts stay sparse); its projections are kept
+        between the encoder's passes within 1 GiB, beyond which chunks are read again. New groups (not seen in training) are embedded like any other.
 
         Parameters
         ----------

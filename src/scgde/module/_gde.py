@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import sparse
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
 from .._constants import (
@@ -166,6 +168,26 @@ class GDEModule(BaseModuleClass):
             ],
             dim=-1,
         )
+
+    def sparse_encoder_input(self, x: sparse.csr_matrix) -> torch.Tensor | None:
+        """:meth:`encoder_input` of raw counts given as a CSR matrix, computed on the non-zeros
+        only, as a torch sparse CSR tensor (the encoder projects it without densifying);
+        ``None`` where the encoder reads something else (continuous data, proteins)."""
+        if not self.count_data or self.n_proteins:
+            return None
+        # as encoder_input: log1p(x / max(total, 1) * target), on the non-zeros
+        library = np.maximum(np.asarray(x.sum(axis=1), dtype=np.float32).reshape(-1), 1.0)
+        values = x.data / np.repeat(library, np.diff(x.indptr))
+        values = np.log1p(values * np.float32(ENCODER_TARGET_SUM), dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(
+                torch.from_numpy(x.indptr.astype(np.int64)),
+                torch.from_numpy(x.indices.astype(np.int64)),
+                torch.from_numpy(values),
+                size=x.shape,
+                check_invariants=False,
+            ).to(self.library_log_mean.device)
 
     def covariate_vector(self, tensors: dict[str, torch.Tensor], n_cells: int) -> torch.Tensor:
         """One-hot batch and categorical covariates and the continuous covariates, concatenated."""

@@ -53,8 +53,9 @@ class SetEncoder(nn.Module):
     n_set_layers: int = 0
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-cell projections of the input, the only place the encoder reads it."""
-        return x
+        """Per-cell projections of the input, the only place the encoder reads it (``x`` may
+        be a sparse CSR tensor)."""
+        return x.to_dense() if x.layout == torch.sparse_csr else x
 
     def embed_cells(self, p: torch.Tensor) -> torch.Tensor:
         """Per-cell states before the first pooling, from the projections ``p``."""
@@ -306,7 +307,10 @@ class DeepSetEncoder(SetEncoder):
         if self.skip is not None:
             weights.append(self.skip.weight)
             biases.append(self.skip.weight.new_zeros(self.skip.out_features))
-        return F.linear(x, torch.cat(weights), torch.cat(biases))
+        weight, bias = torch.cat(weights), torch.cat(biases)
+        if x.layout == torch.sparse_csr:  # sparse rows times the maps, without densifying
+            return torch.addmm(bias, x, weight.t())
+        return F.linear(x, weight, bias)
 
     # with the skip, a state is [hidden state, skip(input)]; pooled, its skip part is the
     # skip map of the set mean (the map is linear)

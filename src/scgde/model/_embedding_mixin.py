@@ -112,7 +112,8 @@ class EmbeddingMixin:
         The encoder pools by means, so the cells are streamed in chunks of ``batch_size``
         (memory does not grow with group size) and the result equals encoding each group at
         once. Each cell is read once (sparse counts stay sparse); its projections are kept
-        between the encoder's passes within 1 GiB, beyond which chunks are read again. New groups (not seen in training) are embedded like any other.
+        between the encoder's passes within 1 GiB, beyond which chunks are read again. New
+        groups (not seen in training) are embedded like any other.
 
         Parameters
         ----------

@@ -369,6 +369,8 @@ class LabelGDE(GDE):
         return result
 
     # ----------------------------------------------------------------------- generation
+    _selection_name = "label_values"
+
     def sample(
         self,
         label_values: Sequence | None = None,
@@ -400,28 +402,12 @@ class LabelGDE(GDE):
         embedding's row name in ``obs["group"]``; at label values of a continuous label, the
         value in ``obs[label_key]`` too.
         """
-        self._check_if_trained(warn=True)
-        n_cells = check_int(n_cells, "n_cells")
-        if label_values is not None and embedding is not None:
-            raise ValueError("Pass either `label_values` or `embedding`, not both.")
-        self._check_sampling_args(sampler_kwargs, loadings)
-        adata = self._validate_anndata(adata)
-        if embedding is None:
-            values, z, sets = self._embed_labels(adata, label_values, batch_size)
-            names = self._value_names(values)
-            rng = np.random.default_rng(seed)
-            donors = [sets.draw_cells(rng, value, n_cells) for value in values]
-        else:
-            names, z = self._embedding_input(embedding)
-            values = None
-            donors = [np.arange(adata.n_obs)] * len(names)
-        x = self._generate(
-            adata, z, donors, n_cells, batch, seed, sampler_kwargs, embedding is None
-        )
-        obs = pd.DataFrame(
-            {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},
-            index=[f"gen_{i}" for i in range(x.shape[0])],
-        )
-        if values is not None and self.label_key is not None:
-            obs[self.label_key] = np.repeat(values, n_cells)
-        return self._generated_data(x, obs, adata, loadings)
+        args = (adata, batch, seed, batch_size, sampler_kwargs, loadings)
+        return self._sample(label_values, embedding, n_cells, *args)
+
+    def _sources(self, adata, label_values, n_cells: int, batch_size: int, seed):
+        values, z, sets = self._embed_labels(adata, label_values, batch_size)
+        rng = np.random.default_rng(seed)
+        donors = [sets.draw_cells(rng, value, n_cells) for value in values]
+        columns = {self.label_key: values} if self.label_key is not None else {}
+        return self._value_names(values), z, donors, columns

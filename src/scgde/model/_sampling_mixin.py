@@ -73,18 +73,35 @@ class SamplingMixin:
         ``obs["group"]``. For a model of RNA and proteins (:meth:`setup_mudata` with a
         ``"protein_layer"``): a MuData with both modalities, named as in the training data.
         """
+        args = (adata, batch, seed, batch_size, sampler_kwargs, loadings)
+        return self._sample(groups, embedding, n_cells, *args)
+
+    #: Name of the argument of :meth:`sample` that selects what to generate from.
+    _selection_name = "groups"
+
+    def _sample(
+        self,
+        selection,
+        embedding,
+        n_cells,
+        adata,
+        batch,
+        seed,
+        batch_size,
+        sampler_kwargs,
+        loadings,
+    ):
+        """:meth:`sample`, from the sets named by ``selection`` (see :meth:`_sources`) or from
+        ``embedding``."""
         self._check_if_trained(warn=True)
         n_cells = check_int(n_cells, "n_cells")
-        if groups is not None and embedding is not None:
-            raise ValueError("Pass either `groups` or `embedding`, not both.")
+        if selection is not None and embedding is not None:
+            raise ValueError(f"Pass either `{self._selection_name}` or `embedding`, not both.")
         self._check_sampling_args(sampler_kwargs, loadings)
         adata = self._validate_anndata(adata)
+        columns = {}
         if embedding is None:
-            embedded = self._embed(adata, groups, batch_size)
-            names, z = embedded.names, embedded.z
-            donors = [
-                embedded.cell_indices[embedded.cell_group_ids == g] for g in range(len(names))
-            ]
+            names, z, donors, columns = self._sources(adata, selection, n_cells, batch_size, seed)
         else:
             names, z = self._embedding_input(embedding)
             donors = [np.arange(adata.n_obs)] * len(names)
@@ -95,7 +112,18 @@ class SamplingMixin:
             {"group": pd.Categorical(np.repeat(names, n_cells), categories=names)},
             index=[f"gen_{i}" for i in range(x.shape[0])],
         )
+        for column, values in columns.items():
+            obs[column] = np.repeat(values, n_cells)
         return self._generated_data(x, obs, adata, loadings)
+
+    def _sources(self, adata, groups, n_cells: int, batch_size: int, seed):
+        """What to generate from: names, embeddings (rows of ``z``), the cells whose
+        covariates each copies, and further per-source obs columns of the output."""
+        embedded = self._embed(adata, groups, batch_size)
+        donors = [
+            embedded.cell_indices[embedded.cell_group_ids == g] for g in range(len(embedded.names))
+        ]
+        return embedded.names, embedded.z, donors, {}
 
     def _check_sampling_args(self, sampler_kwargs, loadings) -> None:
         """Clear errors for ``sampler_kwargs`` that are not a dict and for ``loadings`` on a

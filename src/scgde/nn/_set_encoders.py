@@ -227,7 +227,7 @@ class SetEncoder(nn.Module):
 def _row_weights(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     """``(n_rows, 1)`` float64 weights of a chunk's rows: the chunk's own, or ones."""
     if not weights:
-        return like.new_ones((like.shape[0], 1), dtype=torch.float64)
+        return torch.ones((like.shape[0], 1), dtype=torch.float64, device=like.device)
     return weights[0].to(like.device, torch.float64).reshape(-1, 1)
 
 

@@ -13,6 +13,7 @@ from .._constants import DEFAULT_KEY_ADDED, SETUP_ARGS_KEY, UNS_SETTINGS_KEY
 from .._utils import check_int, check_key_added
 from ..data import LabelDataSplitter
 from ..data._label_sets import (
+    KERNEL_CUTOFF,
     ContinuousLabelSets,
     LabelSets,
     ProbabilityLabelSets,
@@ -264,17 +265,22 @@ class LabelGDE(GDE):
         return [f"{self.label_key}={v:.6g}" for v in values]
 
     # ------------------------------------------------------------------------ embedding
-    def _embed_labels(self, adata, values, batch_size: int) -> tuple[list, np.ndarray, LabelSets]:
-        """``z`` at each label value from the weighted cells of ``adata``, streamed."""
+    def _embed_labels(
+        self, adata, values, batch_size: int
+    ) -> tuple[list, np.ndarray, LabelSets, np.ndarray]:
+        """``z`` at each label value from the weighted cells of ``adata``, streamed; also the
+        values, their weights and each set's effective number of cells."""
         batch_size = check_int(batch_size, "batch_size")
         sets = self.get_label_sets(adata)
         values = self._label_values(sets, values)
         effective = sets.effective_cells(values)
+        # (a probability category without cells is refused when the table is read)
         empty = [v for v, n in zip(values, effective, strict=True) if n == 0]
         if empty:
             raise ValueError(
                 f"No cell lies within reach of label value(s) {empty[:5]} (the kernel is cut "
-                f"off at 4 bandwidths, {self.label_bandwidth} each): embed values nearer the data."
+                f"off at {KERNEL_CUTOFF:g} bandwidths of {self.label_bandwidth:.4g}): embed "
+                "values nearer the data."
             )
         module = self.module
         module.eval()
@@ -298,7 +304,7 @@ class LabelGDE(GDE):
                     )
 
         z = module.encoder.encode_streaming(chunks, len(values)).cpu().numpy()
-        return values, z, sets
+        return values, z, sets, effective
 
     def get_label_embedding(
         self,
@@ -336,12 +342,12 @@ class LabelGDE(GDE):
             check_key_added(key_added, reserved=(UNS_SETTINGS_KEY,))
         target = self.adata if adata is None else adata
         data = self._validate_anndata(adata)
-        values, z, sets = self._embed_labels(data, values, batch_size)
+        values, z, _, effective = self._embed_labels(data, values, batch_size)
         names = self._value_names(values)
         label_column = self.label_key or "label"
         columns = [f"gde_{i}" for i in range(z.shape[1])]
         obs = pd.DataFrame(
-            {label_column: values, "n_cells_effective": sets.effective_cells(values)},
+            {label_column: values, "n_cells_effective": effective},
             index=pd.Index(names),
         )
         settings = {
@@ -406,7 +412,7 @@ class LabelGDE(GDE):
         return self._sample(label_values, embedding, n_cells, *args)
 
     def _sources(self, adata, label_values, n_cells: int, batch_size: int, seed):
-        values, z, sets = self._embed_labels(adata, label_values, batch_size)
+        values, z, sets, _ = self._embed_labels(adata, label_values, batch_size)
         rng = np.random.default_rng(seed)
         donors = [sets.draw_cells(rng, value, n_cells) for value in values]
         columns = {self.label_key: values} if self.label_key is not None else {}

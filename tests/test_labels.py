@@ -376,3 +376,16 @@ def test_label_prior_in_training_and_its_errors():
         enable_progress_bar=False,
     )
     assert model.is_trained_
+
+
+def test_label_values_are_checked_and_named_apart():
+    adata = dose_response(n=300)
+    LabelGDE.setup_anndata(adata, label_key="dose")
+    model = LabelGDE(adata, n_latent=4)
+    with pytest.raises(ValueError, match="duplicates"):
+        model.get_label_embedding(values=[0.2, 0.2], key_added=None)
+    with pytest.raises(ValueError, match="finite"):
+        model.get_label_embedding(values=[0.2, np.nan], key_added=None)
+    with pytest.warns(UserWarning, match="untrained model"):
+        close = model.get_label_embedding(values=[0.2, 0.2 + 1e-9], key_added=None)
+    assert close.obs_names.is_unique and close.obs_names[0] == "dose=0.2"

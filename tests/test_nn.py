@@ -218,6 +218,12 @@ def test_encode_streaming_equals_forward(n_layers, shuffle):
     assert len(uncached_calls) == n_layers + 1  # without a cache: one pass per level
     # a budget below the projections' size: the first pass stops keeping them
     small = encoder.encode_streaming(_chunk_factory(x, set_ids, 97, []), 3, cache_bytes=2000)
+    # told the rows cannot fit (as the model does for data larger than the budget), the first
+    # pass keeps nothing and every level reads the chunks
+    hinted_calls = []
+    factory = _chunk_factory(x, set_ids, 97, hinted_calls)
+    encoder.encode_streaming(factory, 3, cache_bytes=10**9, n_rows=10**12)
+    assert len(hinted_calls) == n_layers + 1
     # float32 one-shot sums of up to 2,500 terms: error ~ sqrt(n) * eps32 ~ 3e-6 relative
     for result in (streamed, uncached, small):
         torch.testing.assert_close(result, one_shot, rtol=1e-5, atol=1e-5)

@@ -93,7 +93,12 @@ class EmbeddingMixin:
     def _embed(self, adata, groups, batch_size: int) -> EmbeddedGroups:
         """Embeddings of the selected groups from all their cells, streamed in chunks."""
         cells = self._encoder_chunks(adata, groups, batch_size)
-        z = self.module.encoder.encode_streaming(cells.chunks, len(cells.names)).cpu().numpy()
+        encoder = self.module.encoder
+        z = (
+            encoder.encode_streaming(cells.chunks, len(cells.names), n_rows=len(cells.cell_indices))
+            .cpu()
+            .numpy()
+        )
         return EmbeddedGroups(
             cells.names, z, cells.labels, cells.cell_indices, cells.cell_group_ids
         )

@@ -244,6 +244,8 @@ class LabelGDE(GDE):
         if isinstance(sets, ProbabilityLabelSets):
             names = sets.categories if values is None else [str(v) for v in np.atleast_1d(values)]
             unknown = [v for v in names if v not in sets.categories]
+            if len(set(names)) < len(names):
+                raise ValueError("`values` contains duplicates.")
             if unknown:
                 raise ValueError(
                     f"Unknown labels {unknown[:10]}; the labels are {sets.categories[:20]}."
@@ -257,12 +259,17 @@ class LabelGDE(GDE):
             raise ValueError(f"`values` must be a non-empty 1-d list of numbers, got {values!r}.")
         if not np.isfinite(grid).all():
             raise ValueError("`values` must be finite.")
+        if np.unique(grid).size < grid.size:
+            raise ValueError("`values` contains duplicates.")
         return list(grid.astype(np.float64))
 
     def _value_names(self, values: list) -> list[str]:
         if self.label_key is None:
             return [str(v) for v in values]
-        return [f"{self.label_key}={v:.6g}" for v in values]
+        names = [f"{self.label_key}={v:.6g}" for v in values]
+        if len(set(names)) < len(names):  # values closer than 6 significant digits
+            names = [f"{self.label_key}={float(v)!r}" for v in values]
+        return names
 
     # ------------------------------------------------------------------------ embedding
     def _embed_labels(

@@ -95,7 +95,11 @@ class SetEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode_streaming(
-        self, chunks: ChunkFactory, n_sets: int, cache_bytes: int = STREAMING_CACHE_BYTES
+        self,
+        chunks: ChunkFactory,
+        n_sets: int,
+        cache_bytes: int = STREAMING_CACHE_BYTES,
+        n_rows: int | None = None,
     ) -> torch.Tensor:
         """Encode sets too large for memory, exactly, from a stream of cell chunks.
 
@@ -111,37 +115,57 @@ class SetEncoder(nn.Module):
         n_sets
             Number of sets; every set must receive a positive total weight.
         cache_bytes
-            Memory for the cells' projections between passes (0: read every chunk in every
-            pass).
+            Memory for the cells' projections and states between passes (0: read every chunk
+            in every pass).
+        n_rows
+            Number of rows the chunks hold, if known: when they cannot fit in ``cache_bytes``,
+            the first pass keeps nothing instead of filling the budget in vain.
 
         Returns
         -------
         ``(n_sets, n_latent)`` embeddings, equal (to float tolerance) to :meth:`forward` on all
         cells at once. Means are accumulated in float64.
         """
-        return self.readout(self._streaming_means(chunks, n_sets, cache_bytes)[-1])
+        return self.readout(self._streaming_means(chunks, n_sets, cache_bytes, n_rows)[-1])
 
     def _streaming_means(
-        self, chunks: ChunkFactory, n_sets: int, cache_bytes: int = STREAMING_CACHE_BYTES
+        self,
+        chunks: ChunkFactory,
+        n_sets: int,
+        cache_bytes: int = STREAMING_CACHE_BYTES,
+        n_rows: int | None = None,
     ) -> list[torch.Tensor]:
         """The per-set mean states of every level, one streaming pass per level; the first
-        pass keeps the projected chunks for the others while they fit in ``cache_bytes``."""
+        pass keeps the projected chunks and their states for the others while they fit in
+        ``cache_bytes``."""
         means: list[torch.Tensor] = []
         dtype = next(self.parameters()).dtype
-        cached: list | None = None  # every projected chunk, once the first pass kept them all
+        # [projections, set ids, weights, states] of every chunk, once the first pass kept them
+        # all; the kept states advance one level per pass instead of being recomputed
+        cached: list | None = None
         for level in range(self.n_set_layers + 1):
             sums, counts = None, None
             keep, size = ([] if level == 0 and cache_bytes > 0 else None), 0
-            stream = cached or ((self.project(x), *rest) for x, *rest in chunks())
-            for chunk in stream:
-                p, set_ids, *weights = chunk
+            stream = cached or (
+                [self.project(x), set_ids, weights, None] for x, set_ids, *weights in chunks()
+            )
+            for entry in stream:
+                p, set_ids, weights, previous = entry
+                if previous is None:
+                    h = self._states_at_level(p, set_ids, means, level)
+                else:
+                    h = self.set_layer(level - 1, p, previous, means[level - 1][set_ids])
+                entry[3] = h
+                row_bytes = (p.shape[1] + h.shape[1]) * p.element_size()
+                if keep is not None and not keep and n_rows and n_rows * row_bytes > cache_bytes:
+                    keep = None  # the chunks cannot all fit: keep nothing
                 if keep is not None:
-                    size += p.element_size() * p.numel()
+                    size += p.shape[0] * row_bytes
                     if size <= cache_bytes:
-                        keep.append(chunk)
+                        keep.append(entry)
                     else:
                         keep = None  # too large: later passes read the chunks again
-                h = self._states_at_level(p, set_ids, means, level).double()
+                h = h.double()
                 w = _row_weights(weights, h)
                 chunk_sums = segment_sum(h * w, set_ids, n_sets)
                 chunk_counts = segment_sum(w, set_ids, n_sets)[:, 0]

@@ -389,3 +389,24 @@ def test_label_values_are_checked_and_named_apart():
     with pytest.warns(UserWarning, match="untrained model"):
         close = model.get_label_embedding(values=[0.2, 0.2 + 1e-9], key_added=None)
     assert close.obs_names.is_unique and close.obs_names[0] == "dose=0.2"
+
+
+def test_label_embedding_standard_errors_shrink_with_the_cells(trained):
+    """``get_embedding_uncertainty`` bootstraps the weighted sets at label values: errors
+    are written beside the label embedding, and a quarter of the cells doubles them (the
+    1/sqrt(n) law). 100 replicates give a standard error a relative error of about
+    1/sqrt(200) = 7%; taking the 8 coordinates as fully correlated, the ratio of two mean
+    errors has a relative error of about 10%, so it is within 2 ± 0.6 at 3 standard errors."""
+    model, adata = trained
+    values = [0.2, 0.8]
+    se = model.get_embedding_uncertainty(groups=values, n_bootstrap=100, key_added="X_gde")
+    assert list(se.index) == ["dose=0.2", "dose=0.8"]
+    assert adata.uns["X_gde_se"].equals(se)
+    quarter = adata[::4].copy()
+    se_quarter = model.get_embedding_uncertainty(
+        quarter, groups=values, n_bootstrap=100, key_added=None
+    )
+    ratio = se_quarter.to_numpy().mean(axis=1) / se.to_numpy().mean(axis=1)
+    assert ((ratio > 1.4) & (ratio < 2.6)).all(), ratio
+    with pytest.raises(TypeError, match="get_label_embedding"):
+        model.get_group_adata()

@@ -224,6 +224,8 @@ def test_tutorial_04_knockdowns(tmp_path):
 
 
 def _check_labels(text: str, n_images: int) -> None:
+    # fewer cells carry the set inside the held-out band: its embedding is less certain
+    assert _number(r"standard error of z at dose 0.5 / at dose 0.2: ([\d.]+)", text) > 1
     # embedding distances rank dose pairs as the true W2 does (the paper: 0.96 on Gaussians)
     assert _number(r"with the true W2: ([\d.]+)", text) > 0.9
     # cells generated at the unobserved dose 0.5 are nearer the truth than either edge's cells

@@ -66,6 +66,16 @@ model.train(max_epochs=60, enable_progress_bar=False)
 grid = model.get_label_embedding(values=np.linspace(0, 1, 41))
 grid.obs.iloc[::8]
 
+# %% [markdown]
+# How certain is each `z(y)`? `get_embedding_uncertainty` bootstraps the weighted cells of each
+# set (label values go in `groups`): inside the band, where few cells carry the set, the
+# embedding is far less certain.
+
+# %%
+se = model.get_embedding_uncertainty(groups=[0.2, 0.5], n_bootstrap=50, key_added=None)
+ratio = se.loc["dose=0.5"].mean() / se.loc["dose=0.2"].mean()
+print(f"standard error of z at dose 0.5 / at dose 0.2: {ratio:.1f}")
+
 # %%
 sc.pp.pca(grid, n_comps=2)
 in_band = (grid.obs["dose"] > 0.4) & (grid.obs["dose"] < 0.6)

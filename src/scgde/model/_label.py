@@ -23,6 +23,7 @@ from ..data._label_sets import (
 )
 from ..tl._distances import recorded_settings
 from ._checks import check_cells_and_features
+from ._embedding_mixin import GroupChunks
 from ._gde import GDE
 
 #: Label values embedded by default for a continuous label: evenly spaced over its central 98%.
@@ -45,8 +46,10 @@ class LabelGDE(GDE):
     Register the data with :meth:`setup_anndata` (``label_key`` or
     ``label_probabilities_key``); the model's parameters are those of
     :class:`~scgde.model.GDE`. Methods of :class:`~scgde.model.GDE` that work on groups
-    (:meth:`~scgde.model.GDE.get_distribution_embedding`, uncertainty, per-cell latents)
-    raise a ``TypeError`` that points here.
+    (:meth:`~scgde.model.GDE.get_distribution_embedding`, per-cell latents)
+    raise a ``TypeError`` that points here;
+    :meth:`~scgde.model.GDE.get_embedding_uncertainty` takes label values as ``groups`` and
+    gives the standard errors of ``z(y)`` (large where the label is sparse).
 
     Examples
     --------
@@ -272,11 +275,10 @@ class LabelGDE(GDE):
         return names
 
     # ------------------------------------------------------------------------ embedding
-    def _embed_labels(
-        self, adata, values, batch_size: int
-    ) -> tuple[list, np.ndarray, LabelSets, np.ndarray]:
-        """``z`` at each label value from the weighted cells of ``adata``, streamed; also the
-        values, their weights and each set's effective number of cells."""
+    def _label_chunks(self, adata, values, batch_size: int):
+        """The label values asked for (checked), their weights, each set's effective number of
+        cells, and a factory of ``(encoder input, value position, weight)`` chunks of every
+        (cell, value) pair of positive weight, for the streaming encoder."""
         batch_size = check_int(batch_size, "batch_size")
         sets = self.get_label_sets(adata)
         values = self._label_values(sets, values)
@@ -310,8 +312,26 @@ class LabelGDE(GDE):
                         torch.as_tensor(weights[s : s + batch_size], device=device),
                     )
 
-        z = module.encoder.encode_streaming(chunks, len(values)).cpu().numpy()
+        return values, sets, effective, chunks
+
+    def _embed_labels(
+        self, adata, values, batch_size: int
+    ) -> tuple[list, np.ndarray, LabelSets, np.ndarray]:
+        """``z`` at each label value from the weighted cells of ``adata``, streamed; also the
+        values, their weights and each set's effective number of cells."""
+        values, sets, effective, chunks = self._label_chunks(adata, values, batch_size)
+        z = self.module.encoder.encode_streaming(chunks, len(values)).cpu().numpy()
         return values, z, sets, effective
+
+    def _encoder_chunks(self, adata, values, batch_size: int) -> GroupChunks:
+        """The weighted sets at label ``values`` as the streaming encoder reads them (what
+        :meth:`~scgde.model.GDE.get_embedding_uncertainty` bootstraps)."""
+        values, _, _, chunks = self._label_chunks(adata, values, batch_size)
+        cells = np.arange(adata.n_obs)
+        return GroupChunks(None, self._value_names(values), cells, None, chunks)
+
+    def _embed(self, adata, groups, batch_size: int):
+        self._group_labels(adata)  # a TypeError that points to get_label_embedding
 
     def get_label_embedding(
         self,

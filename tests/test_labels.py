@@ -410,3 +410,23 @@ def test_label_embedding_standard_errors_shrink_with_the_cells(trained):
     assert ((ratio > 1.4) & (ratio < 2.6)).all(), ratio
     with pytest.raises(TypeError, match="get_label_embedding"):
         model.get_group_adata()
+
+
+def test_sparse_counts_give_the_label_embedding_of_dense_ones():
+    """Counts stored sparse are read sparse, each block projected once for all its (cell,
+    value) pairs; the label embedding equals that of the same counts stored dense."""
+    from _helpers import small_demo
+    from scipy import sparse
+
+    adata = small_demo(n_samples=4, n_cells=50)
+    adata.X = sparse.csr_matrix(adata.X)
+    adata.obs["depth"] = np.log1p(np.asarray(adata.X.sum(axis=1)).ravel())
+    LabelGDE.setup_anndata(adata, label_key="depth")
+    model = LabelGDE(adata, n_latent=4)
+    dense = fresh_copy(adata)
+    dense.X = dense.X.toarray()
+    values = np.percentile(adata.obs["depth"], [20, 50, 80])
+    with pytest.warns(UserWarning, match="untrained model"):
+        from_sparse = model.get_label_embedding(values, key_added=None, batch_size=30)
+        from_dense = model.get_label_embedding(values, adata=dense, key_added=None)
+    np.testing.assert_allclose(from_sparse.X, from_dense.X, rtol=1e-4, atol=1e-5)

@@ -48,8 +48,31 @@ class GroupChunks(NamedTuple):
     chunks: object
 
 
+def embedding_columns(n_latent: int) -> list[str]:
+    """Names of the embedding's coordinates: ``gde_0``, ``gde_1``, ..."""
+    return [f"gde_{i}" for i in range(n_latent)]
+
+
 class EmbeddingMixin:
     """Embedding methods of :class:`~scgde.model.GDE`."""
+
+    def _model_settings(self) -> dict:
+        """The model's settings recorded beside every embedding it writes."""
+        return {
+            "n_latent": int(self.module.n_latent),
+            "encoder": self.encoder_name_,
+            "generator": self.generator_name_,
+            "likelihood": self.module.likelihood,
+        }
+
+    @staticmethod
+    def _write_embedding(target: AnnData, key_added: str, table, settings: dict) -> None:
+        """Write an embedding table to ``target.uns[key_added]`` and its settings beside
+        those of the other keys in ``target.uns["gde"]`` (also scgde 0.1's flat dict)."""
+        recorded = recorded_settings(target)
+        recorded[key_added] = settings
+        target.uns[key_added] = table
+        target.uns[UNS_SETTINGS_KEY] = recorded
 
     def _registered(self, adata) -> RegisteredData:
         return RegisteredData(self.get_anndata_manager(adata, required=True))
@@ -67,6 +90,17 @@ class EmbeddingMixin:
             ids = torch.as_tensor(cell_group_ids[start : start + batch_size], device=device)
             yield {k: v.to(device) for k, v in tensors.items()}, ids
 
+    def _encoder_input_rows(self, data: RegisteredData, rows: np.ndarray) -> torch.Tensor:
+        """What the set encoder reads of the cells at ``rows`` (increasing): sparse counts stay
+        sparse (a sparse CSR tensor); other data are read dense."""
+        module = self.module
+        counts = data.sparse_rows(rows) if module.count_data else None
+        x = None if counts is None else module.sparse_encoder_input(counts)
+        if x is None:  # dense data, continuous data or proteins: the dense path
+            tensors = {k: v.to(self.device) for k, v in data.rows(rows).items()}
+            x = module.encoder_input(module.modelled_data(tensors))
+        return x
+
     def _encoder_chunks(self, adata, groups, batch_size: int) -> GroupChunks:
         """The selected groups' cells and a factory of their chunks for the streaming
         encoder."""
@@ -79,13 +113,8 @@ class EmbeddingMixin:
 
         def chunks():
             for start in range(0, len(cell_indices), batch_size):
-                rows = cell_indices[start : start + batch_size]
                 ids = torch.as_tensor(cell_group_ids[start : start + batch_size])
-                counts = data.sparse_rows(rows) if module.count_data else None
-                x = None if counts is None else module.sparse_encoder_input(counts)
-                if x is None:  # dense data, continuous data or proteins: the dense path
-                    tensors = {k: v.to(self.device) for k, v in data.rows(rows).items()}
-                    x = module.encoder_input(module.modelled_data(tensors))
+                x = self._encoder_input_rows(data, cell_indices[start : start + batch_size])
                 yield x, ids.to(self.device)
 
         return GroupChunks(labels, names, cell_indices, cell_group_ids, chunks)
@@ -145,7 +174,7 @@ class EmbeddingMixin:
         target = self.adata if adata is None else adata
         data = self._validate_anndata(adata)
         names, z, _, cell_indices, cell_group_ids = self._embed(data, groups, batch_size)
-        columns = [f"gde_{i}" for i in range(z.shape[1])]
+        columns = embedding_columns(z.shape[1])
         table = pd.DataFrame(z, index=pd.Index(names, name="group"), columns=columns)
         if key_added is not None:
             per_cell = np.full((data.n_obs, z.shape[1]), np.nan, dtype=np.float32)
@@ -153,17 +182,11 @@ class EmbeddingMixin:
             settings = {
                 "group_key": self.group_key,
                 "n_groups": len(names),
-                "n_latent": int(z.shape[1]),
-                "encoder": self.encoder_name_,
-                "generator": self.generator_name_,
-                "likelihood": self.module.likelihood,
+                **self._model_settings(),
             }
-            recorded = recorded_settings(target)  # the other keys' (also scgde 0.1's flat dict)
-            recorded[key_added] = settings
             # all results are computed: write them together so a failure writes nothing
-            target.uns[key_added] = table
             target.obsm[key_added] = per_cell
-            target.uns[UNS_SETTINGS_KEY] = recorded
+            self._write_embedding(target, key_added, table, settings)
         return table
 
     def get_group_adata(
@@ -201,7 +224,7 @@ class EmbeddingMixin:
         return AnnData(
             X=z.astype(np.float32),
             obs=group_obs,
-            var=pd.DataFrame(index=[f"gde_{i}" for i in range(z.shape[1])]),
+            var=pd.DataFrame(index=embedding_columns(z.shape[1])),
             uns={UNS_SETTINGS_KEY: {"group_key": self.group_key}},
         )
 

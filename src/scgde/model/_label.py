@@ -21,9 +21,8 @@ from ..data._label_sets import (
     default_bandwidth,
     label_probabilities,
 )
-from ..tl._distances import recorded_settings
 from ._checks import check_cells_and_features
-from ._embedding_mixin import GroupChunks
+from ._embedding_mixin import GroupChunks, embedding_columns
 from ._gde import GDE
 
 #: Label values embedded by default for a continuous label: evenly spaced over its central 98%.
@@ -291,8 +290,7 @@ class LabelGDE(GDE):
                 f"off at {KERNEL_CUTOFF:g} bandwidths of {self.label_bandwidth:.4g}): embed "
                 "values nearer the data."
             )
-        module = self.module
-        module.eval()
+        self.module.eval()
         data = self._registered(adata)
         device = self.device
 
@@ -302,14 +300,14 @@ class LabelGDE(GDE):
                 cell_pos, value_pos, weights = sets.pairs(block, values)
                 if cell_pos.size == 0:
                     continue
-                tensors = {k: v.to(device) for k, v in data.rows(block).items()}
-                x = module.encoder_input(module.modelled_data(tensors))
+                x = self._encoder_input_rows(data, block)  # projected once for all its pairs
                 for s in range(0, cell_pos.size, batch_size):
-                    rows = torch.as_tensor(cell_pos[s : s + batch_size], device=device)
+                    part = slice(s, s + batch_size)
                     yield (
-                        x[rows],
-                        torch.as_tensor(value_pos[s : s + batch_size], device=device),
-                        torch.as_tensor(weights[s : s + batch_size], device=device),
+                        x,
+                        torch.as_tensor(value_pos[part], device=device),
+                        torch.as_tensor(weights[part], device=device),
+                        torch.as_tensor(cell_pos[part], device=device),
                     )
 
         return values, sets, effective, chunks
@@ -372,7 +370,7 @@ class LabelGDE(GDE):
         values, z, _, effective = self._embed_labels(data, values, batch_size)
         names = self._value_names(values)
         label_column = self.label_key or "label"
-        columns = [f"gde_{i}" for i in range(z.shape[1])]
+        columns = embedding_columns(z.shape[1])
         obs = pd.DataFrame(
             {label_column: values, "n_cells_effective": effective},
             index=pd.Index(names),
@@ -382,10 +380,7 @@ class LabelGDE(GDE):
             "label_probabilities_key": self._setup_args.get("label_probabilities_key"),
             "label_bandwidth": self.label_bandwidth,
             "n_values": len(values),
-            "n_latent": int(z.shape[1]),
-            "encoder": self.encoder_name_,
-            "generator": self.generator_name_,
-            "likelihood": self.module.likelihood,
+            **self._model_settings(),
         }
         settings = {k: v for k, v in settings.items() if v is not None}
         result = AnnData(
@@ -395,10 +390,8 @@ class LabelGDE(GDE):
             uns={UNS_SETTINGS_KEY: settings},
         )
         if key_added is not None:
-            recorded = recorded_settings(target)
-            recorded[key_added] = settings
-            target.uns[key_added] = pd.DataFrame(z, index=pd.Index(names), columns=columns)
-            target.uns[UNS_SETTINGS_KEY] = recorded
+            table = pd.DataFrame(z, index=pd.Index(names), columns=columns)
+            self._write_embedding(target, key_added, table, settings)
         return result
 
     # ----------------------------------------------------------------------- generation

@@ -14,6 +14,7 @@ from .._constants import X_KEY
 from .._utils import check_int, check_key_added, log_normalize, to_dense
 from ..data import perturbation_feature_matrix
 from ..tl._perturbation_inputs import pair_index
+from ._embedding_mixin import embedding_columns
 
 #: Default key of ``adata.uns`` for the perturbation embeddings (mean shift in ``z``).
 PERTURBATION_KEY_ADDED = "X_gde_perturbation"
@@ -43,7 +44,7 @@ class PredictionMixin:
         target = self.adata if adata is None else adata
         shifts = self._latent_shifts(self._validate_anndata(adata), batch_size)
         table = shifts.drop(columns="context").groupby("perturbation", sort=True).mean()
-        table.columns = [f"gde_{i}" for i in range(table.shape[1])]
+        table.columns = embedding_columns(table.shape[1])
         table.index.name = "perturbation"
         if key_added is not None:
             target.uns[key_added] = table
@@ -155,7 +156,7 @@ class PredictionMixin:
             predicted_shift, index=index, columns=self.var_names.astype(str)
         )
         out.uns["predicted_embedding"] = pd.DataFrame(
-            z_pred, index=names, columns=[f"gde_{i}" for i in range(z_pred.shape[1])]
+            z_pred, index=names, columns=embedding_columns(z_pred.shape[1])
         )
         out.uns["perturbation_prediction"] = {
             "method": method,

@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from .._constants import COV_SUFFIX, DEFAULT_KEY_ADDED, SE_SUFFIX, UNS_SETTINGS_KEY
 from .._utils import check_int, check_key_added
+from ._embedding_mixin import embedding_columns
 
 
 class UncertaintyMixin:
@@ -83,7 +84,7 @@ class UncertaintyMixin:
         centred = replicates - replicates.mean(axis=0)
         covariance = np.einsum("bgi,bgj->gij", centred, centred) / (n_bootstrap - 1)
         se = np.sqrt(np.einsum("gii->gi", covariance))
-        columns = [f"gde_{i}" for i in range(se.shape[1])]
+        columns = embedding_columns(se.shape[1])
         table = pd.DataFrame(se, index=pd.Index(names, name="group"), columns=columns)
         if key_added is not None:
             target.uns[key_added + SE_SUFFIX] = table

@@ -23,7 +23,7 @@ input is read and projected once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,8 @@ class SetEncoder(nn.Module):
             ``cache_bytes``, else ``n_set_layers + 1`` times. A chunk ``(x, set_ids, weights)``
             gives each row a weight ``>= 0`` in its set's means (a weighted set: weight ``k``
             counts as ``k`` copies of the cell); a cell may then appear in several sets, one
-            row per set.
+            row per set, or a chunk ``(x, set_ids, weights, rows)`` whose rows are
+            ``x[rows]``: consecutive chunks sharing one ``x`` project it once.
         n_sets
             Number of sets; every set must receive a positive total weight.
         cache_bytes
@@ -146,9 +147,7 @@ class SetEncoder(nn.Module):
         for level in range(self.n_set_layers + 1):
             sums, counts = None, None
             keep, size = ([] if level == 0 and cache_bytes > 0 else None), 0
-            stream = cached or (
-                [self.project(x), set_ids, weights, None] for x, set_ids, *weights in chunks()
-            )
+            stream = cached or ([p, set_ids, w, None] for p, set_ids, w in self._projected(chunks))
             for entry in stream:
                 p, set_ids, weights, previous = entry
                 if previous is None:
@@ -214,11 +213,10 @@ class SetEncoder(nn.Module):
         for level in range(self.n_set_layers + 1):
             sums = point[level].new_zeros((n_replicates, *point[level].shape), dtype=torch.float64)
             totals = sums.new_zeros((n_replicates, n_sets))
-            for k, (x, set_ids, *row_weights) in enumerate(chunks()):
+            for k, (p, set_ids, row_weights) in enumerate(self._projected(chunks)):
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
-                weights = torch.poisson(torch.ones(n_replicates, x.shape[0]), generator=generator)
-                weights = weights.to(x.device, torch.float64) * _row_weights(row_weights, x)[:, 0]
-                p = self.project(x)
+                weights = torch.poisson(torch.ones(n_replicates, p.shape[0]), generator=generator)
+                weights = weights.to(p.device, torch.float64) * _row_weights(row_weights, p)[:, 0]
                 cells = self.embed_cells(p)  # the same for every replicate: computed once
                 for b in range(n_replicates):
                     replicate_means = [m[b] for m in means]
@@ -231,6 +229,16 @@ class SetEncoder(nn.Module):
             means.append(level_means.to(dtype))
         replicates = torch.stack([self.readout(m) for m in means[-1]])
         return self.readout(point[-1]), replicates
+
+    def _projected(self, chunks: ChunkFactory) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
+        """``(projections, set ids, [weights] or [])`` of every chunk. A chunk
+        ``(x, set_ids, weights, rows)`` has the rows ``x[rows]``, and consecutive chunks that
+        share one ``x`` project it once (a cell in several sets is read and projected once)."""
+        last_x, last_p = None, None
+        for x, set_ids, *rest in chunks():
+            p = last_p if x is last_x else self.project(x)
+            last_x, last_p = x, p
+            yield (p if len(rest) < 2 else p[rest[1]]), set_ids, rest[:1]
 
     def _states_at_level(
         self,

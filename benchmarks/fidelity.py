@@ -72,8 +72,8 @@ from _common import (  # noqa: E402
     time_budget_callback,
     write_report,
 )
+from _samples import BATCH, CONDITION, DONOR, GROUP, sample_table  # noqa: E402
 
-GROUP, DONOR, CONDITION, BATCH = "sample", "donor", "condition", "batch"
 CONDITIONS = ("HC", "Severe")
 
 PROFILES = {
@@ -90,16 +90,17 @@ OTHER_Z = "control: GDE from another held-out sample's embedding, library drawn"
 
 
 # ------------------------------------------------------------------------------ model
-def make_model(adata, generator_kwargs: dict | None = None):
+def make_model(adata, model_kwargs: dict | None = None):
     """The model under test, with the library's defaults for count data.
 
     ``adata`` (raw counts, a copy owned by the benchmark) is registered in place. This is the
-    one place to change the generator or likelihood, e.g. ``GDE(adata, generator=...)``.
+    one place to change the generator or likelihood, e.g. ``GDE(adata, generator=...)``;
+    ``model_kwargs`` (``--model-kwargs``) go to ``GDE`` for ablations.
     """
     from scgde.model import GDE
 
     GDE.setup_anndata(adata, group_key=GROUP, batch_key=BATCH)
-    return GDE(adata, generator_kwargs=generator_kwargs)
+    return GDE(adata, **(model_kwargs or {}))
 
 
 def model_name(model) -> str:
@@ -109,8 +110,11 @@ def model_name(model) -> str:
     )
 
 
-def train_model(train, budget_s: float, seed: int, generator_kwargs: dict | None = None):
-    """``make_model`` on a copy of ``train``, trained with ``train``'s defaults and a time budget.
+def train_model(
+    train, budget_s: float, seed: int, model_kwargs: dict | None = None, train_kwargs=None
+):
+    """``make_model`` on a copy of ``train``, trained with ``train``'s defaults (updated by
+    ``train_kwargs``) and a time budget.
 
     ``train_size=1.0``: the held-out samples are the benchmark's own test set, so no further
     training samples are set aside for validation (the library default is 0.9).
@@ -118,10 +122,12 @@ def train_model(train, budget_s: float, seed: int, generator_kwargs: dict | None
     import scvi
 
     scvi.settings.seed = seed
-    model = make_model(train.copy(), generator_kwargs)
+    model = make_model(train.copy(), model_kwargs)
     callback = time_budget_callback(budget_s)
     t0 = time.perf_counter()
-    model.train(train_size=1.0, enable_progress_bar=False, callbacks=[callback])
+    model.train(
+        train_size=1.0, enable_progress_bar=False, callbacks=[callback], **(train_kwargs or {})
+    )
     info = {
         "train_s": time.perf_counter() - t0,
         "epochs": callback.epochs,
@@ -133,17 +139,6 @@ def train_model(train, budget_s: float, seed: int, generator_kwargs: dict | None
 
 
 # ------------------------------------------------------------------------------- data
-def sample_table(adata) -> pd.DataFrame:
-    """One row per sample: donor, condition, batch (constant within samples) and cells."""
-    obs = adata.obs[[GROUP, DONOR, CONDITION, BATCH]].astype(str)
-    table_ = obs.drop_duplicates()
-    if table_[GROUP].duplicated().any():
-        raise ValueError("donor / condition / batch vary within a sample")
-    table_ = table_.set_index(GROUP).sort_index()
-    table_["n_cells"] = obs[GROUP].value_counts().reindex(table_.index).to_numpy()
-    return table_
-
-
 def hold_out_donors(
     samples: pd.DataFrame, fraction: float, min_per_condition: int, seed: int
 ) -> list[str]:
@@ -389,10 +384,16 @@ def _parse(argv=None):
     parser.add_argument("--held-out-fraction", type=float, default=0.2)
     parser.add_argument("--min-per-condition", type=int, default=3)
     parser.add_argument(
-        "--generator-kwargs",
+        "--model-kwargs",
         type=json.loads,
         default=None,
-        help="JSON passed to GDE(generator_kwargs=...), for ablations",
+        help="JSON passed to GDE(...), for ablations, e.g. '{\"generator_kwargs\": {...}}'",
+    )
+    parser.add_argument(
+        "--train-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON passed to model.train(...), for ablations",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
@@ -429,7 +430,9 @@ def main(argv=None) -> int:
     )
 
     log(f"training the GDE ({cfg['time_budget_s']:.0f} s budget)")
-    model, info = train_model(train, cfg["time_budget_s"], seed, args.generator_kwargs)
+    model, info = train_model(
+        train, cfg["time_budget_s"], seed, args.model_kwargs, args.train_kwargs
+    )
     gde = model_name(model)
     log(
         f"  {info['epochs']} epochs / {info['steps']} steps in {info['train_s']:.0f} s "
@@ -533,6 +536,12 @@ def main(argv=None) -> int:
         if info["stopped_by_budget"]
         else f"all {info['max_epochs']} default epochs done within the budget"
     )
+    ablation = (
+        f"\n- **Ablation arguments** (not the library defaults): `GDE(...)`"
+        f" `{json.dumps(args.model_kwargs)}`, `train(...)` `{json.dumps(args.train_kwargs)}`."
+        if args.model_kwargs or args.train_kwargs
+        else ""
+    )
     doc = f"""# Real-cell fidelity: generated vs held-out real cells (Liu 2021 demo)
 
 Generated by `{command_line("fidelity.py")}` (profile **{profile}**, seed {seed}) in
@@ -609,7 +618,7 @@ embedding.
 - Energy distance: `scgde.metrics.energy_distance` (squared, V-statistic) in PCA space; since
   the V-statistic is biased upwards by the sets' within-set spread / size, all comparisons use
   halves of the same sizes.
-- Held-out samples: {", ".join(held)}.
+- Held-out samples: {", ".join(held)}.{ablation}
 
 ## Machine
 

@@ -54,6 +54,7 @@ from _common import (  # noqa: E402
     table,
     write_report,
 )
+from _samples import composition, load, pseudobulk  # noqa: E402
 
 GROUP, DONOR, LABEL, POSITIVE = "sample", "donor", "condition", "Severe"
 
@@ -64,38 +65,12 @@ PROFILES = {
 
 
 # --------------------------------------------------------------------------------- data
-def load(data: str):
-    import scgde
-
-    if data == "demo":
-        return scgde.datasets.demo()
-    return scgde.datasets.liu2021_covid("rna")
-
-
 def sample_table(adata) -> pd.DataFrame:
     """One row per sample: donor and condition (constant within samples)."""
     obs = adata.obs[[GROUP, DONOR, LABEL]].astype(str).drop_duplicates()
     if obs[GROUP].duplicated().any():
         raise ValueError("donor / condition vary within a sample")
     return obs.set_index(GROUP).sort_index()
-
-
-def pseudobulk(adata, samples: pd.Index) -> np.ndarray:
-    """Mean log1p(counts per 10k) of each sample's cells."""
-    from scipy import sparse
-
-    x = adata.X
-    library = np.asarray(x.sum(1)).ravel()
-    norm = sparse.diags(1e4 / np.maximum(library, 1)) @ x
-    norm = norm.log1p() if sparse.issparse(norm) else np.log1p(norm)
-    labels = adata.obs[GROUP].astype(str).to_numpy()
-    return np.stack([np.asarray(norm[labels == s].mean(0)).ravel() for s in samples])
-
-
-def composition(adata, samples: pd.Index) -> np.ndarray:
-    counts = pd.crosstab(adata.obs[GROUP].astype(str), adata.obs["cell_type"].astype(str))
-    fractions = counts.div(counts.sum(1), axis=0)
-    return fractions.loc[samples].to_numpy()
 
 
 # ------------------------------------------------------------------------------- models

@@ -519,3 +519,18 @@ def test_sparse_counts_are_embedded_like_dense_ones(tmp_path):
     backed = ad.read_h5ad(path, backed="r")
     backed_z = model.get_distribution_embedding(backed, key_added=None, batch_size=50)
     np.testing.assert_allclose(backed_z.to_numpy(), dense_z.to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n_cells", "expected"),
+    [
+        (6_000, 667),  # 47 sets, 3 steps per epoch: 2,001 steps (the 400-epoch cap gave 1,200)
+        (60_000, 67),  # 469 sets, 30 steps per epoch
+        (10_000_000, 20),  # at least 20 epochs
+        (100, 1_000),  # one step per epoch: capped at 1,000
+    ],
+)
+def test_default_epochs_aim_at_2000_steps(n_cells, expected):
+    from scgde.model._training_mixin import default_max_epochs
+
+    assert default_max_epochs(n_cells, set_size=128, groups_per_batch=16) == expected

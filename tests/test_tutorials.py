@@ -69,6 +69,15 @@ def _check_patients(text: str, n_images: int) -> None:
     auc_cv = _number(r"ROC AUC, 5-fold by donor: ([\d.]+) ±", text)
     assert 0 <= auc_cv <= 1
 
+    # the batch penalty: fewer same-batch neighbours and a lower batch silhouette
+    nearest, silhouette = (
+        r"same batch among the 5 nearest samples ([\d.]+)",
+        r"batch silhouette (-?[\d.]+)",
+    )
+    plain, fixed = "no batch correction: ", "batch_correction='hsic': "
+    assert _number(fixed + nearest, text) < _number(plain + nearest, text)
+    assert _number(fixed + r".*?" + silhouette, text) < _number(plain + r".*?" + silhouette, text)
+
     # standard errors shrink with the number of cells (theory: slope -0.5; samples differ in
     # their distributions too, so only the sign and a broad range are checked)
     se_slope = _number(r"standard error on the number of cells: (-?[\d.]+)", text)
@@ -122,9 +131,9 @@ def _check_patients(text: str, n_images: int) -> None:
     )
     slope = _number(r"generated vs real: Pearson r = [-\d.]+, slope (-?[\d.]+)", text)
     assert r_diff > 0.15 and slope > 0
-    # figures: training histories (2), UMAPs (2), error ellipses, halves, generated vs real
+    # figures: training histories (2), UMAPs (3), error ellipses, halves, generated vs real
     # (2), differences
-    assert n_images >= 9
+    assert n_images >= 10
 
 
 def _check_clones(text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ from ..data import (
     looks_like_counts,
 )
 from ..module import GDEModule
-from ..nn import GENERATORS
+from ..nn import BATCH_CORRECTIONS, DEFAULT_BATCH_CORRECTION_WEIGHTS, GENERATORS
 from ..train import GDETrainingPlan
 from ._embedding_mixin import EmbeddingMixin
 from ._files import SaveLoadMixin
@@ -98,6 +99,20 @@ class GDE(
         supervised set classifier, the baseline the semi-supervised model is compared with.
     group_label_categories
         Order of the classifier's classes; default: the sorted labels found in ``adata``.
+    batch_correction
+        Keep the technical batch (``setup_anndata(batch_key=...)``) out of the embedding:
+        ``"adversarial"`` (a classifier of each set's batch composition from ``z``, trained
+        against the encoder through a gradient reversal) or ``"hsic"`` (a penalty on the
+        dependence between ``z`` and the batch compositions of the sets of each minibatch).
+        The generator stays conditioned on the batch, so the batch's effect on the cells is
+        modelled by the batch covariate instead of ``z``. ``None`` (default): no penalty.
+        Tutorial 01 (patients) and ``benchmarks/batch.py`` measure what each does. Batches
+        that hold a single group get a warning (their groups are pulled towards the other
+        batches); an error if every batch does.
+    batch_correction_weight
+        Weight of the batch penalty against the generator loss (per cell). Default: 3 for
+        ``"adversarial"``, 1 for ``"hsic"``
+        (:data:`~scgde.nn.DEFAULT_BATCH_CORRECTION_WEIGHTS`).
 
     Examples
     --------
@@ -129,6 +144,8 @@ class GDE(
         classification_ratio: float = 50.0,
         generative_weight: float = 1.0,
         group_label_categories: Sequence[str] | None = None,
+        batch_correction: str | None = None,
+        batch_correction_weight: float | None = None,
     ):
         super().__init__(adata)
         likelihood, generator = self._default_likelihood_and_generator(likelihood, generator)
@@ -166,9 +183,13 @@ class GDE(
             )
         elif group_label_categories is not None:
             raise ValueError("`group_label_categories` needs a `group_label_key` in setup_anndata.")
+        self._check_batch_correction(batch_correction)
+        if batch_correction_weight is None:
+            batch_correction_weight = DEFAULT_BATCH_CORRECTION_WEIGHTS.get(batch_correction, 0.0)
         for value, name in (
             (classification_ratio, "classification_ratio"),
             (generative_weight, "generative_weight"),
+            (batch_correction_weight, "batch_correction_weight"),
         ):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
@@ -196,12 +217,15 @@ class GDE(
             generative_weight=generative_weight,
             n_proteins=n_proteins,
             feature_statistics=feature_statistics,
+            batch_correction=batch_correction,
+            batch_correction_weight=batch_correction_weight,
             **self._module_kwargs(n_latent),
         )
         self._model_summary_string = (
             f"{type(self).__name__}: {sets}, encoder={encoder!r}, generator={generator!r}, "
             f"likelihood={likelihood!r}, n_latent={n_latent}"
             + (f", {n_proteins} proteins" if n_proteins else "")
+            + (f", batch_correction={batch_correction!r}" if batch_correction else "")
             + (
                 f", group classifier over {self.group_label_categories_}"
                 if self.group_label_categories_
@@ -338,6 +362,46 @@ class GDE(
             require_counts=likelihood in COUNT_LIKELIHOODS,
             likelihood=likelihood,
         )
+
+    def _check_batch_correction(self, batch_correction: str | None) -> None:
+        """Errors and warnings for a batch penalty the registered batches cannot support.
+
+        Every batch holding a single group (e.g. ``batch_key`` equal to ``group_key``): an
+        error, since batch and group cannot be told apart. Some batches holding a single group:
+        a warning that names them (the penalty pulls those groups towards the other batches).
+        """
+        if batch_correction is None:
+            return
+        if batch_correction not in BATCH_CORRECTIONS:
+            raise ValueError(
+                f"Unknown batch_correction {batch_correction!r}; choose one of "
+                f"{BATCH_CORRECTIONS} or None."
+            )
+        if self.summary_stats.n_batch < 2:
+            raise ValueError(
+                f"batch_correction={batch_correction!r} needs at least 2 batches; register the "
+                "batch with setup_anndata(..., batch_key=...)."
+            )
+        if self.group_key is None:  # label sets: every batch spans the label's range
+            return
+        batch = np.asarray(self.adata_manager.get_from_registry(BATCH_KEY)).reshape(-1)
+        groups = pd.Series(self._group_labels(self.adata).codes).groupby(batch).nunique()
+        names = self.adata_manager.get_state_registry(BATCH_KEY).categorical_mapping
+        single = [str(names[code]) for code in groups.index[groups.to_numpy() <= 1]]
+        if len(single) == len(groups):
+            raise ValueError(
+                f"Every batch holds a single group of {self.group_key!r} (is batch_key the group "
+                "column?): batch and group cannot be told apart, so a batch penalty would erase "
+                "the differences between groups. Use batch_correction=None."
+            )
+        if single:
+            warnings.warn(
+                f"Batches {single} hold a single group each: the batch penalty pulls those "
+                "groups' embeddings towards the groups of other batches, since what sets them "
+                "apart cannot be told from their batch.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # -------------------------------------------------------------------------- training
     def _library_statistics(self, likelihood: str, n_batch: int):

@@ -25,6 +25,7 @@ from .._constants import (
     X_KEY,
 )
 from ..nn import make_encoder, make_generator
+from ..nn._batch_penalty import make_batch_penalty, set_batch_composition
 from ..nn._blocks import block_slices, block_totals
 from ..nn._conditional_mlp import MIN_FEATURE_STD
 from ..nn._mlp import mlp
@@ -83,6 +84,13 @@ class GDEModule(BaseModuleClass):
         training data (arrays of length ``n_input``). The set encoder reads
         ``(x - mean) / std`` (``std`` floored at 1e-3); the generator receives all four
         (:meth:`scgde.nn.Generator.set_feature_statistics`). Default: the data as they are.
+    batch_correction
+        ``"adversarial"`` or ``"hsic"``: a penalty that keeps the batch out of ``z``
+        (:class:`~scgde.nn.BatchAdversary`, :class:`~scgde.nn.BatchHSIC`), computed on the
+        sets of each minibatch from their batch compositions; needs ``n_batch > 1``.
+        ``None``: no penalty.
+    batch_correction_weight
+        Weight of that penalty.
     """
 
     def __init__(
@@ -104,6 +112,8 @@ class GDEModule(BaseModuleClass):
         generative_weight: float = 1.0,
         n_proteins: int = 0,
         feature_statistics: Mapping[str, np.ndarray] | None = None,
+        batch_correction: str | None = None,
+        batch_correction_weight: float = 1.0,
     ):
         super().__init__()
         self.n_latent = n_latent
@@ -129,6 +139,13 @@ class GDEModule(BaseModuleClass):
         self.classification_ratio = classification_ratio
         self.generative_weight = generative_weight
         self.classifier = mlp(n_latent, n_labels, n_hidden=64, n_layers=1) if n_labels else None
+        if batch_correction is not None and not self.n_batch:
+            raise ValueError(
+                f"batch_correction={batch_correction!r} needs at least 2 batches; register the "
+                "batch with setup_anndata(..., batch_key=...)."
+            )
+        self.batch_penalty = make_batch_penalty(batch_correction, n_latent, self.n_batch)
+        self.batch_correction_weight = batch_correction_weight
         shape = (max(n_batch, 1), len(self.block_sizes))
         mean = np.zeros(shape) if library_log_mean is None else np.asarray(library_log_mean)
         std = np.ones(shape) if library_log_std is None else np.asarray(library_log_std)
@@ -252,6 +269,18 @@ class GDEModule(BaseModuleClass):
                 extra["group_label_accuracy"] = accuracy.detach()
             loss = loss + self.classification_ratio * classification
             extra["classification_loss"] = classification.detach()
+        if self.batch_penalty is not None:
+            z_sets = inference_outputs["z_sets"]
+            composition = set_batch_composition(
+                tensors[BATCH_KEY].long().view(-1).to(z_sets.device),
+                tensors[SET_IDS_KEY].long().view(-1).to(z_sets.device),
+                z_sets.shape[0],
+                self.n_batch,
+            )
+            penalty = self.batch_penalty(z_sets, composition)
+            loss = loss + self.batch_correction_weight * penalty["loss"]
+            extra["batch_penalty"] = penalty["loss"].detach()
+            extra.update({k: v for k, v in penalty.items() if k != "loss"})
         return LossOutput(
             loss=loss, reconstruction_loss=reconstruction, kl_local=kl, extra_metrics=extra
         )

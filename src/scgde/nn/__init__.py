@@ -1,5 +1,14 @@
-"""Torch building blocks: set encoders, conditional generators and set pooling."""
+"""Torch building blocks: set encoders, conditional generators, batch penalties and set
+pooling."""
 
+from ._batch_penalty import (
+    BATCH_CORRECTIONS,
+    DEFAULT_BATCH_CORRECTION_WEIGHTS,
+    BatchAdversary,
+    BatchHSIC,
+    make_batch_penalty,
+    normalized_hsic,
+)
 from ._diffusion import DiffusionGenerator
 from ._flow import FlowGenerator
 from ._generator import Generator
@@ -16,8 +25,12 @@ from ._set_encoders import (
 from ._shift_predictor import ShiftPredictor
 
 __all__ = [
+    "BATCH_CORRECTIONS",
+    "DEFAULT_BATCH_CORRECTION_WEIGHTS",
     "ENCODERS",
     "GENERATORS",
+    "BatchAdversary",
+    "BatchHSIC",
     "CVAEGenerator",
     "DeepSetEncoder",
     "DiffusionGenerator",
@@ -27,8 +40,10 @@ __all__ = [
     "MeanEncoder",
     "SetEncoder",
     "ShiftPredictor",
+    "make_batch_penalty",
     "make_encoder",
     "make_generator",
+    "normalized_hsic",
     "segment_mean",
     "segment_sum",
 ]

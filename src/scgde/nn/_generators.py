@@ -40,7 +40,9 @@ class CVAEGenerator(Generator):
     n_latent_cell
         Dimension of the per-cell latent ``u``.
     n_hidden, n_layers, dropout
-        Sizes of the encoder and decoder MLPs.
+        Sizes of the encoder, decoder and prior MLPs. The width 256 (128 before) generated
+        real cells closer to held-out samples on ``benchmarks/fidelity.py`` (3 seeds); two
+        layers did worse.
     block_sizes
         Count models only: sizes of consecutive feature blocks that each have their own library
         size, e.g. ``(n_genes, n_proteins)`` for RNA and protein counts of CITE-seq; the decoder
@@ -62,7 +64,7 @@ class CVAEGenerator(Generator):
         n_covariates: int,
         likelihood: str = "nb",
         n_latent_cell: int = 10,
-        n_hidden: int = 128,
+        n_hidden: int = 256,
         n_layers: int = 1,
         dropout: float = 0.1,
         block_sizes: tuple[int, ...] | None = None,

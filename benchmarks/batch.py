@@ -59,7 +59,6 @@ PROFILES = {
 #: GDE rows: name -> GDE(...) arguments
 GDE_ROWS = {
     "GDE, no batch correction": {},
-    "GDE, batch_correction='adversarial'": {"batch_correction": "adversarial"},
     "GDE, batch_correction='hsic'": {"batch_correction": "hsic"},
 }
 
@@ -217,8 +216,7 @@ def _parse(argv=None):
         type=json.loads,
         default=None,
         help="JSON {row name: GDE(...) arguments} replacing the GDE rows, for ablations, e.g. "
-        '\'{"adversarial, weight 30": {"batch_correction": "adversarial", '
-        '"batch_correction_weight": 30}}\'',
+        '\'{"hsic, weight 0.3": {"batch_correction": "hsic", "batch_correction_weight": 0.3}}\'',
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)

@@ -100,18 +100,15 @@ class GDE(
     group_label_categories
         Order of the classifier's classes; default: the sorted labels found in ``adata``.
     batch_correction
-        Keep the technical batch (``setup_anndata(batch_key=...)``) out of the embedding:
-        ``"adversarial"`` (a classifier of each set's batch composition from ``z``, trained
-        against the encoder through a gradient reversal) or ``"hsic"`` (a penalty on the
-        dependence between ``z`` and the batch compositions of the sets of each minibatch).
-        The generator stays conditioned on the batch, so the batch's effect on the cells is
-        modelled by the batch covariate instead of ``z``. ``None`` (default): no penalty.
-        Tutorial 01 (patients) and ``benchmarks/batch.py`` measure what each does. Batches
-        that hold a single group get a warning (their groups are pulled towards the other
-        batches); an error if every batch does.
+        ``"hsic"``: keep the technical batch (``setup_anndata(batch_key=...)``) out of the
+        embedding with a penalty on the dependence (normalised HSIC) between ``z`` and the
+        batch compositions of the sets of each training step. The generator stays conditioned
+        on the batch, so the batch's effect on the cells is modelled by the batch covariate
+        instead of ``z``. ``None`` (default): no penalty. Tutorial 01 (patients) and
+        ``benchmarks/batch.py`` measure it. Batches that hold a single group get a warning
+        (their groups are pulled towards the other batches); an error if every batch does.
     batch_correction_weight
-        Weight of the batch penalty against the generator loss (per cell). Default: 3 for
-        ``"adversarial"``, 1 for ``"hsic"``
+        Weight of the batch penalty against the generator loss (per cell). Default: 1
         (:data:`~scgde.nn.DEFAULT_BATCH_CORRECTION_WEIGHTS`).
 
     Examples

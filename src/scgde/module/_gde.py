@@ -85,10 +85,9 @@ class GDEModule(BaseModuleClass):
         ``(x - mean) / std`` (``std`` floored at 1e-3); the generator receives all four
         (:meth:`scgde.nn.Generator.set_feature_statistics`). Default: the data as they are.
     batch_correction
-        ``"adversarial"`` or ``"hsic"``: a penalty that keeps the batch out of ``z``
-        (:class:`~scgde.nn.BatchAdversary`, :class:`~scgde.nn.BatchHSIC`), computed on the
-        sets of each minibatch from their batch compositions; needs ``n_batch > 1``.
-        ``None``: no penalty.
+        ``"hsic"``: a penalty that keeps the batch out of ``z``
+        (:class:`~scgde.nn.BatchHSIC`), computed on the sets of each minibatch from their batch
+        compositions; needs ``n_batch > 1``. ``None``: no penalty.
     batch_correction_weight
         Weight of that penalty.
     """
@@ -144,7 +143,7 @@ class GDEModule(BaseModuleClass):
                 f"batch_correction={batch_correction!r} needs at least 2 batches; register the "
                 "batch with setup_anndata(..., batch_key=...)."
             )
-        self.batch_penalty = make_batch_penalty(batch_correction, n_latent, self.n_batch)
+        self.batch_penalty = make_batch_penalty(batch_correction)
         self.batch_correction_weight = batch_correction_weight
         shape = (max(n_batch, 1), len(self.block_sizes))
         mean = np.zeros(shape) if library_log_mean is None else np.asarray(library_log_mean)

@@ -4,7 +4,6 @@ pooling."""
 from ._batch_penalty import (
     BATCH_CORRECTIONS,
     DEFAULT_BATCH_CORRECTION_WEIGHTS,
-    BatchAdversary,
     BatchHSIC,
     make_batch_penalty,
     normalized_hsic,
@@ -29,7 +28,6 @@ __all__ = [
     "DEFAULT_BATCH_CORRECTION_WEIGHTS",
     "ENCODERS",
     "GENERATORS",
-    "BatchAdversary",
     "BatchHSIC",
     "CVAEGenerator",
     "DeepSetEncoder",

@@ -1,17 +1,13 @@
-"""Penalties that keep the technical batch out of the set embeddings ``z``.
+"""A penalty that keeps the technical batch out of the set embeddings ``z``.
 
-Both read the embeddings of the sets of a minibatch and each set's batch composition (the
-fraction of its cells from each batch, so groups sequenced in several batches are covered):
-
-- ``"adversarial"`` (:class:`BatchAdversary`): a classifier predicts the composition from
-  ``z``; it learns to predict it, while a gradient reversal layer makes the encoder remove what
-  it uses.
-- ``"hsic"`` (:func:`normalized_hsic`): the normalised Hilbert-Schmidt independence criterion
-  between ``z`` (Gaussian kernel) and the compositions (linear kernel), 0 when no function of
-  ``z`` in the kernel's space correlates with the batch in the minibatch.
-
-The generator is still conditioned on the batch, so what the batch changes in the cells is
-explained by the batch covariate rather than by ``z``.
+``"hsic"`` (:class:`BatchHSIC`) reads the embeddings of the sets of a minibatch and each set's
+batch composition (the fraction of its cells from each batch, so groups sequenced in several
+batches are covered), and penalises the normalised Hilbert-Schmidt independence criterion
+between them (:func:`normalized_hsic`): 0 when no function of ``z`` in the kernel's space
+correlates with the batch in the minibatch. The generator is still conditioned on the batch,
+so what the batch changes in the cells is explained by the batch covariate rather than by
+``z``. (An adversarial batch classifier behind a gradient reversal was measured as well and
+left the batch in ``z``: ``benchmarks/results/batch_ablation.md``.)
 """
 
 from __future__ import annotations
@@ -20,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._mlp import mlp
-
 #: The ``batch_correction=`` values of :class:`~scgde.model.GDE` (``None``: no penalty).
-BATCH_CORRECTIONS = ("adversarial", "hsic")
+BATCH_CORRECTIONS = ("hsic",)
 #: Default weight of each penalty against the generator loss per cell (benchmarks/batch.py).
-DEFAULT_BATCH_CORRECTION_WEIGHTS = {"adversarial": 3.0, "hsic": 1.0}
+DEFAULT_BATCH_CORRECTION_WEIGHTS = {"hsic": 1.0}
 
 
 def set_batch_composition(batch: torch.Tensor, set_ids: torch.Tensor, n_sets: int, n_batch: int):
@@ -33,53 +27,6 @@ def set_batch_composition(batch: torch.Tensor, set_ids: torch.Tensor, n_sets: in
     counts = torch.zeros(n_sets, n_batch, device=batch.device)
     counts.index_add_(0, set_ids, F.one_hot(batch, n_batch).float())
     return counts / counts.sum(-1, keepdim=True).clamp(min=1.0)
-
-
-class _ReverseGradient(torch.autograd.Function):
-    """Identity forward; the gradient multiplied by ``-scale`` backward."""
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.scale * grad, None
-
-
-def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """``x`` in the forward pass; ``-scale`` times the gradient in the backward pass."""
-    return _ReverseGradient.apply(x, scale)
-
-
-class BatchAdversary(nn.Module):
-    """A classifier of each set's batch composition from ``z`` behind a gradient reversal.
-
-    Its loss, the cross-entropy between the composition and the predicted batch
-    probabilities, trains the classifier to predict the batch and, reversed, the encoder to
-    make the batch unpredictable.
-
-    Parameters
-    ----------
-    n_latent
-        Width of ``z``.
-    n_batch
-        Number of batches.
-    n_hidden
-        Width of the classifier's hidden layer.
-    """
-
-    def __init__(self, n_latent: int, n_batch: int, n_hidden: int = 64):
-        super().__init__()
-        self.classifier = mlp(n_latent, n_batch, n_hidden, n_layers=1)
-
-    def forward(self, z_sets: torch.Tensor, composition: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss (to add to the training loss) and the classifier's accuracy."""
-        logits = self.classifier(reverse_gradient(z_sets))
-        loss = -(composition * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-        accuracy = (logits.argmax(-1) == composition.argmax(-1)).float().mean()
-        return {"loss": loss, "batch_accuracy": accuracy.detach()}
 
 
 def normalized_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -110,7 +57,7 @@ class BatchHSIC(nn.Module):
         return {"loss": normalized_hsic(z_sets, composition)}
 
 
-def make_batch_penalty(name: str | None, n_latent: int, n_batch: int) -> nn.Module | None:
+def make_batch_penalty(name: str | None) -> nn.Module | None:
     """The penalty registered under ``name`` (``None``: no penalty)."""
     if name is None:
         return None
@@ -118,4 +65,4 @@ def make_batch_penalty(name: str | None, n_latent: int, n_batch: int) -> nn.Modu
         raise ValueError(
             f"Unknown batch_correction {name!r}; choose one of {BATCH_CORRECTIONS} or None."
         )
-    return BatchAdversary(n_latent, n_batch) if name == "adversarial" else BatchHSIC()
+    return BatchHSIC()

@@ -77,7 +77,7 @@ from _samples import BATCH, CONDITION, DONOR, GROUP, sample_table  # noqa: E402
 CONDITIONS = ("HC", "Severe")
 
 PROFILES = {
-    "default": {"time_budget_s": 180.0, "repeats": 20, "n_comps": 30},
+    "default": {"time_budget_s": 400.0, "repeats": 20, "n_comps": 30},
     "quick": {"time_budget_s": 20.0, "repeats": 5, "n_comps": 30},
 }
 

@@ -277,9 +277,8 @@ class GDEModule(BaseModuleClass):
                 self.n_batch,
             )
             penalty = self.batch_penalty(z_sets, composition)
-            loss = loss + self.batch_correction_weight * penalty["loss"]
-            extra["batch_penalty"] = penalty["loss"].detach()
-            extra.update({k: v for k, v in penalty.items() if k != "loss"})
+            loss = loss + self.batch_correction_weight * penalty
+            extra["batch_penalty"] = penalty.detach()
         return LossOutput(
             loss=loss, reconstruction_loss=reconstruction, kl_local=kl, extra_metrics=extra
         )

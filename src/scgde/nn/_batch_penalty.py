@@ -31,9 +31,11 @@ def set_batch_composition(batch: torch.Tensor, set_ids: torch.Tensor, n_sets: in
 
 def normalized_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Normalised HSIC (kernel alignment of the centred Gram matrices) between the rows of
-    ``x`` (Gaussian kernel, bandwidth the median distance) and of ``y`` (linear kernel).
+    ``x`` (Gaussian kernel ``exp(-d^2 / median(d^2))`` over the pairs of distinct rows) and of
+    ``y`` (linear kernel).
 
-    In [0, 1]; 0 when the centred Gram matrices are orthogonal. Needs at least 2 rows.
+    In [0, 1]; 0 when the centred Gram matrices are orthogonal (e.g. when ``y`` is the same in
+    every row). Needs at least 2 rows.
     """
     n = x.shape[0]
     distances = torch.cdist(x, x).pow(2)
@@ -50,11 +52,11 @@ def normalized_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class BatchHSIC(nn.Module):
     """The normalised HSIC between the sets' ``z`` and their batch compositions as a loss."""
 
-    def forward(self, z_sets: torch.Tensor, composition: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss (0 for fewer than 3 sets, where the criterion is not defined)."""
+    def forward(self, z_sets: torch.Tensor, composition: torch.Tensor) -> torch.Tensor:
+        """The penalty (0 for fewer than 3 sets, too few to measure a dependence)."""
         if z_sets.shape[0] < 3:
-            return {"loss": z_sets.new_zeros(())}
-        return {"loss": normalized_hsic(z_sets, composition)}
+            return z_sets.new_zeros(())
+        return normalized_hsic(z_sets, composition)
 
 
 def make_batch_penalty(name: str | None) -> nn.Module | None:

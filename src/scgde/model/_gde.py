@@ -33,7 +33,8 @@ from ..data import (
     looks_like_counts,
 )
 from ..module import GDEModule
-from ..nn import BATCH_CORRECTIONS, DEFAULT_BATCH_CORRECTION_WEIGHTS, GENERATORS
+from ..nn import DEFAULT_BATCH_CORRECTION_WEIGHTS, GENERATORS
+from ..nn._batch_penalty import check_batch_correction
 from ..train import GDETrainingPlan
 from ._embedding_mixin import EmbeddingMixin
 from ._files import SaveLoadMixin
@@ -367,13 +368,9 @@ class GDE(
         error, since batch and group cannot be told apart. Some batches holding a single group:
         a warning that names them (the penalty pulls those groups towards the other batches).
         """
+        check_batch_correction(batch_correction)
         if batch_correction is None:
             return
-        if batch_correction not in BATCH_CORRECTIONS:
-            raise ValueError(
-                f"Unknown batch_correction {batch_correction!r}; choose one of "
-                f"{BATCH_CORRECTIONS} or None."
-            )
         if self.summary_stats.n_batch < 2:
             raise ValueError(
                 f"batch_correction={batch_correction!r} needs at least 2 batches; register the "

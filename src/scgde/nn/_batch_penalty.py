@@ -59,12 +59,15 @@ class BatchHSIC(nn.Module):
         return normalized_hsic(z_sets, composition)
 
 
-def make_batch_penalty(name: str | None) -> nn.Module | None:
-    """The penalty registered under ``name`` (``None``: no penalty)."""
-    if name is None:
-        return None
-    if name not in BATCH_CORRECTIONS:
+def check_batch_correction(name: str | None) -> None:
+    """A clear error for a ``batch_correction`` that is neither registered nor ``None``."""
+    if name is not None and name not in BATCH_CORRECTIONS:
         raise ValueError(
             f"Unknown batch_correction {name!r}; choose one of {BATCH_CORRECTIONS} or None."
         )
-    return BatchHSIC()
+
+
+def make_batch_penalty(name: str | None) -> nn.Module | None:
+    """The penalty registered under ``name`` (``None``: no penalty)."""
+    check_batch_correction(name)
+    return None if name is None else BatchHSIC()

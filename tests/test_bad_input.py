@@ -124,6 +124,39 @@ def test_backed_anndata_trains_and_embeds_like_in_memory_without_writing_the_fil
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
+def test_lazy_anndata_trains_and_embeds_like_in_memory_with_x_left_lazy(tmp_path):
+    """``anndata.experimental.read_lazy``: obs and var are loaded at set-up (scvi-tools writes
+    into obs), X stays a dask array read in blocks, results equal the in-memory ones, the file
+    is not written, and new lazy data are embedded without changing them."""
+    import hashlib
+
+    import dask.array as da
+    from anndata.experimental import read_lazy
+
+    path = tmp_path / "x.h5ad"
+    counts().write_h5ad(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    tables = {}
+    for mode in ("memory", "lazy"):
+        adata = ad.read_h5ad(path) if mode == "memory" else read_lazy(path)
+        GDE.setup_anndata(adata, group_key="group", batch_key="batch")
+        scvi.settings.seed = 0
+        model = GDE(adata, n_latent=3)
+        model.train(max_epochs=2, set_size=8, groups_per_batch=3, enable_progress_bar=False)
+        tables[mode] = model.get_distribution_embedding()
+        assert adata.obsm["X_gde"].shape == (adata.n_obs, 3)
+    assert isinstance(adata.X, da.Array) and isinstance(adata.obs, pd.DataFrame)
+    np.testing.assert_allclose(tables["lazy"].to_numpy(), tables["memory"].to_numpy(), rtol=1e-6)
+    new = read_lazy(path)
+    new_z = model.get_distribution_embedding(new, key_added=None)
+    np.testing.assert_allclose(new_z.to_numpy(), tables["lazy"].to_numpy(), rtol=1e-6)
+    assert not isinstance(new.obs, pd.DataFrame)  # new data are not loaded in place
+    assert model.sample(n_cells=4, groups=["g0"]).shape == (4, adata.n_vars)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    with pytest.raises(KeyError, match="no_such_column"):
+        GDE.setup_anndata(read_lazy(path), group_key="no_such_column")
+
+
 def test_combined_group_names_that_collide_are_refused():
     obs = pd.DataFrame({"a": ["x | y", "x"], "b": ["z", "y | z"]})
     with pytest.raises(ValueError, match="same group name 'x \\| y \\| z'"):

@@ -104,10 +104,21 @@ def layer_matrix(adata: AnnData, layer: str | None = None, what: str = "adata"):
 def row_blocks(x, n_values: int = 1_000_000) -> Iterator:
     """Consecutive blocks of rows of ``x`` holding about ``n_values`` entries each, read by
     slicing, so that a matrix backed by an h5ad file (an h5py dataset, anndata's backed sparse
-    matrix) is never loaded whole."""
+    matrix) or a dask array (``anndata.experimental.read_lazy``) is never loaded whole; dask
+    blocks are computed."""
     rows = max(1, n_values // max(1, x.shape[1] if len(x.shape) > 1 else 1))
     for start in range(0, x.shape[0], rows):
-        yield x[start : start + rows]
+        yield computed(x[start : start + rows])
+
+
+def is_dask(x) -> bool:
+    """Whether ``x`` is a dask array (values computed on demand)."""
+    return type(x).__module__.startswith("dask.")
+
+
+def computed(x):
+    """The values of a dask array (or block of one); any other array unchanged."""
+    return x.compute() if is_dask(x) else x
 
 
 def to_dense(x) -> np.ndarray:

@@ -10,6 +10,7 @@ from scipy import sparse
 from scvi.data import AnnDataManager, AnnTorchDataset
 
 from .._constants import BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY, PROTEIN_KEY, SET_IDS_KEY, X_KEY
+from .._utils import computed, is_dask
 
 #: The registered fields a GDE model reads, in this order.
 _FIELDS = (X_KEY, PROTEIN_KEY, BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY)
@@ -73,7 +74,7 @@ class RegisteredData(AnnTorchDataset):
             restore = np.empty_like(order)
             restore[order] = np.arange(order.size)
             arrays = {k: v[restore] for k, v in super().__getitem__(indices[order]).items()}
-        out = {key: torch.as_tensor(np.asarray(v, dtype=np.float32)) for key, v in arrays.items()}
+        out = {key: torch.as_tensor(_dense_float32(v)) for key, v in arrays.items()}
         for key, values in self.extra.items():
             out[key] = torch.as_tensor(np.asarray(values[indices], dtype=np.float32))
         return out
@@ -83,11 +84,22 @@ class RegisteredData(AnnTorchDataset):
         matrix, without densifying; ``None`` where ``X`` is dense. A contiguous run of rows is
         read as a slice."""
         values = self.data[X_KEY]
-        if not (sparse.issparse(values) or isinstance(values, CSRDataset | CSCDataset)):
+        sparse_dask = is_dask(values) and sparse.issparse(values._meta)
+        if not (
+            sparse.issparse(values) or isinstance(values, CSRDataset | CSCDataset) or sparse_dask
+        ):
             return None
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and indices[-1] - indices[0] + 1 == indices.size:
             rows = values[int(indices[0]) : int(indices[-1]) + 1]
         else:
             rows = values[indices]
-        return sparse.csr_matrix(rows, dtype=np.float32)
+        return sparse.csr_matrix(computed(rows), dtype=np.float32)
+
+
+def _dense_float32(values) -> np.ndarray:
+    """Rows read by :class:`~scvi.data.AnnTorchDataset` as a dense float32 array (the rows of
+    a dask array of sparse blocks arrive sparse)."""
+    if sparse.issparse(values):
+        values = values.toarray()
+    return np.asarray(values, dtype=np.float32)

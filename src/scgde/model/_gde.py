@@ -23,7 +23,7 @@ from .._constants import (
     SETUP_ARGS_KEY,
     X_KEY,
 )
-from .._utils import check_int
+from .._utils import check_int, row_blocks
 from ..data import (
     GroupDataSplitter,
     check_values,
@@ -414,8 +414,8 @@ class GDE(
             x = x.to_numpy() if hasattr(x, "to_numpy") else x
             log_lib = np.concatenate(
                 [
-                    np.log(np.maximum(np.asarray(x[i : i + 10_000].sum(1)).reshape(-1), 1.0))
-                    for i in range(0, x.shape[0], 10_000)
+                    np.log(np.maximum(np.asarray(block.sum(1)).reshape(-1), 1.0))
+                    for block in row_blocks(x)
                 ]
             )
             for b in range(max(n_batch, 1)):

@@ -24,6 +24,7 @@ from ..data._label_sets import (
 from ._checks import check_cells_and_features
 from ._embedding_mixin import GroupChunks, embedding_columns
 from ._gde import GDE
+from ._lazy_annotations import load_annotations
 
 #: Label values embedded by default for a continuous label: evenly spaced over its central 98%.
 DEFAULT_N_VALUES = 50
@@ -97,6 +98,7 @@ class LabelGDE(GDE):
             As in :meth:`scgde.model.GDE.setup_anndata`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        load_annotations(adata)
         check_cells_and_features(adata, features=obsm_key is None)
         if (label_key is None) == (label_probabilities_key is None):
             raise ValueError("Pass exactly one of `label_key` and `label_probabilities_key`.")

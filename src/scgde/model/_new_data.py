@@ -13,6 +13,7 @@ from ._checks import (
     check_feature_names,
     distinct_strings,
 )
+from ._lazy_annotations import with_annotations_loaded
 
 #: Working copies whose scvi-tools registration a model keeps (older ones are deregistered,
 #: so that repeated calls on new data do not accumulate them).
@@ -66,6 +67,7 @@ class NewDataMixin:
         """
         if adata is None or adata is self.adata:
             return super()._validate_anndata(adata, copy_if_view)
+        adata = with_annotations_loaded(adata)
         categories = self._check_compatible(adata)
         work = super()._validate_anndata(working_copy(adata, categories), copy_if_view=False)
         self._keep_working_copy(work)

@@ -23,6 +23,7 @@ from ..module import PerturbationGDEModule
 from ..train._shift_predictor import fit_shift_predictor
 from ._gde import GDE
 from ._knockdown import KnockdownMixin
+from ._lazy_annotations import load_annotations
 from ._perturbation_prediction import PredictionMixin
 
 
@@ -154,6 +155,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
                 "use GDE.setup_anndata for labelled groups."
             )
         setup_method_args = cls._get_setup_method_args(**locals())
+        load_annotations(adata)
         _check_perturbation_columns(adata.obs, perturbation_key, control, context_key)
         cls._register_anndata(
             adata,

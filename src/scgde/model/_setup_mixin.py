@@ -15,6 +15,7 @@ from ._checks import (
     check_covariate_columns,
     check_group_label_column,
 )
+from ._lazy_annotations import load_annotations
 
 
 class SetupMixin:
@@ -43,7 +44,9 @@ class SetupMixin:
         Parameters
         ----------
         adata
-            AnnData with one row per cell.
+            AnnData with one row per cell: in memory, backed (``read_h5ad(path, backed="r")``)
+            or lazy (``anndata.experimental.read_lazy``: its ``obs`` and ``var`` are loaded
+            into memory here, its matrix stays lazy and is read in blocks of rows).
         group_key
             obs column defining the sets (patient/sample, clone, perturbation), or a list of
             columns whose combination defines them (e.g. ``["donor", "time_point"]``). New
@@ -65,6 +68,7 @@ class SetupMixin:
             :meth:`predict_group_labels`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        load_annotations(adata)
         check_cells_and_features(adata, features=obsm_key is None)
         labels = group_labels(adata.obs, group_key)  # clear errors now rather than at training
         check_group_label_column(adata.obs, labels, group_label_key)

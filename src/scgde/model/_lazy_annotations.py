@@ -1,0 +1,45 @@
+"""AnnData read lazily (:func:`anndata.experimental.read_lazy`): their annotations are loaded
+into memory, which scvi-tools' registration needs; their matrices stay lazy (dask arrays,
+read in blocks of rows)."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+
+def has_lazy_annotations(adata) -> bool:
+    """Whether ``adata`` is an AnnData whose ``obs`` or ``var`` is not in memory."""
+    return isinstance(adata, AnnData) and not (
+        isinstance(adata.obs, pd.DataFrame) and isinstance(adata.var, pd.DataFrame)
+    )
+
+
+def _in_memory(frame) -> pd.DataFrame:
+    return frame if isinstance(frame, pd.DataFrame) else frame.to_memory()
+
+
+def load_annotations(adata) -> None:
+    """Load a lazy AnnData's ``obs`` and ``var`` into memory, in place (set-up: scvi-tools
+    writes its registration columns into ``obs``). The matrices are not read."""
+    if has_lazy_annotations(adata):
+        logger.info("Loading the lazy AnnData's obs and var into memory; X stays lazy.")
+        adata.obs, adata.var = _in_memory(adata.obs), _in_memory(adata.var)
+
+
+def with_annotations_loaded(adata):
+    """``adata`` itself, or for a lazy AnnData a new one with its annotations in memory that
+    shares its matrices (new data: the user's object is not modified)."""
+    if not has_lazy_annotations(adata):
+        return adata
+    return AnnData(
+        X=adata.X,
+        obs=_in_memory(adata.obs),
+        var=_in_memory(adata.var),
+        layers=dict(adata.layers.items()),
+        obsm=dict(adata.obsm.items()),
+    )

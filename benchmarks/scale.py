@@ -13,6 +13,13 @@ CSR matrix that normalises, log-transforms the non-zeros and multiplies by a den
 
     python benchmarks/scale.py            # 10^4 and 10^5 cells (~3 min on 2 cores)
     python benchmarks/scale.py --full     # also 10^6 cells
+    python benchmarks/scale.py --one-group 10000000   # one group of 10^7 cells, backed
+
+``--one-group N`` instead writes one group of ``N`` cells, ``N / 10^5`` copies of one block
+of 10^5 cells (CSR, written to the ``.h5ad`` block by block), embeds it from the file opened
+``backed="r"`` in a fresh subprocess, and compares the result with the in-memory embedding of
+the block: the encoder pools by means, so the copies must give the block's embedding. It
+reports the time, the resident memory after loading the model and the peak while embedding.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "results" / "scale.md"
+ONE_GROUP_OUTPUT = HERE / "results" / "scale_one_group.md"
 N_GENES, DENSITY, N_GROUPS, CHUNK = 2_000, 0.05, 10, 4_096
 MODES = ("memory", "backed", "lazy")
+BLOCK = 100_000  # cells per copy in --one-group
 
 sys.path.insert(0, str(HERE))
 from _common import command_line, log, machine_section, start, table, write_report  # noqa: E402
@@ -106,6 +115,140 @@ def _worker(spec: dict) -> dict:
     return {"embed_s": times, "peak_rss": peak, "steps_per_s": 20 / train_s}
 
 
+def _trained_model(workdir: str, seed: int) -> str:
+    """A ``GDE(n_latent=16)`` trained 20 steps on 10^4 random cells, saved with them; its
+    folder."""
+    import scvi
+
+    from scgde.model import GDE
+
+    small = _counts(10_000, seed)
+    GDE.setup_anndata(small, group_key="group")
+    scvi.settings.seed = seed
+    model = GDE(small, n_latent=16)
+    model.train(max_epochs=100, max_steps=20, set_size=128, groups_per_batch=8)
+    model_dir = str(Path(workdir) / "model")
+    model.save(model_dir, save_anndata=True)
+    return model_dir
+
+
+def _rss() -> tuple[int, int]:
+    """This process's resident memory now and its peak (bytes)."""
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _one_group_worker(spec: dict) -> dict:
+    """In a fresh subprocess: embed the one group of a backed file once; memory after loading
+    the model and the peak above it while embedding."""
+    import anndata as ad
+
+    from scgde.model import GDE
+
+    start(spec["threads"])
+    model = GDE.load(spec["model"])  # with the 10^4 cells it was trained on
+    adata = ad.read_h5ad(spec["path"], backed="r")
+    loaded, _ = _rss()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak mark to the current resident memory
+    began = time.perf_counter()
+    z = model.get_distribution_embedding(adata, key_added=None)
+    seconds = time.perf_counter() - began
+    _, peak = _rss()
+    return {"embed_s": seconds, "rss_loaded": loaded, "peak": peak, "z": z.to_numpy().tolist()}
+
+
+def _write_copies(block, copies: int, path: str) -> None:
+    """An ``.h5ad`` whose X is ``copies`` copies of ``block``'s CSR rows, one group, written
+    block by block (never whole in memory)."""
+    import anndata as ad
+    import h5py
+    import pandas as pd
+    from anndata.io import write_elem
+
+    x = block.X
+    n, nnz = x.shape[0] * copies, x.nnz
+    obs = pd.DataFrame({"group": pd.Categorical(["all"] * n)}, index=pd.RangeIndex(n).astype(str))
+    ad.AnnData(obs=obs, var=block.var).write_h5ad(path)
+    with h5py.File(path, "a") as f:
+        group = f.create_group("X")
+        group.attrs.update(
+            {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": (n, x.shape[1])}
+        )
+        data = group.create_dataset("data", (nnz * copies,), dtype=np.float32)
+        indices = group.create_dataset("indices", (nnz * copies,), dtype=np.int32)
+        indptr = np.concatenate(
+            [[0], (x.indptr[1:][None, :] + nnz * np.arange(copies)[:, None]).reshape(-1)]
+        )
+        for k in range(copies):
+            data[k * nnz : (k + 1) * nnz] = x.data
+            indices[k * nnz : (k + 1) * nnz] = x.indices
+        write_elem(f, "X/indptr", indptr.astype(np.int64))
+
+
+def _one_group(args, model_dir: str, workdir: str, load_start: str, t_start: float) -> int:
+    """The ``--one-group`` run: the report of one large group against its block in memory."""
+    from scgde.model import GDE
+
+    block = _counts(BLOCK, args.seed)
+    block.obs["group"] = "all"
+    reference = GDE.load(model_dir).get_distribution_embedding(block, key_added=None)
+    copies = max(1, args.one_group // BLOCK)
+    path = str(Path(workdir) / "one_group.h5ad")
+    began = time.perf_counter()
+    _write_copies(block, copies, path)
+    size_gb = Path(path).stat().st_size / 1e9
+    written_s = time.perf_counter() - began
+    log(f"{BLOCK * copies:,} cells written ({size_gb:.1f} GB) in {written_s:.0f} s")
+    spec = {"path": path, "model": model_dir, "threads": args.threads}
+    out = _run_worker({**spec, "one_group": True})
+    z = np.asarray(out["z"])
+    difference = np.abs(z - reference.to_numpy()).max() / np.abs(reference.to_numpy()).max()
+    n = BLOCK * copies
+    row = [
+        f"{n:,}",
+        f"{size_gb:.1f}",
+        f"{out['embed_s']:.0f}",
+        f"{n / out['embed_s']:,.0f}",
+        f"{out['rss_loaded'] / 2**20:,.0f}",
+        f"{out['peak'] / 2**20:,.0f}",
+        f"{(out['peak'] - out['rss_loaded']) / 2**20:,.0f}",
+        f"{difference:.1e}",
+    ]
+    header = ["cells", "file GB", "embed s", "cells/s", "RSS after load MB", "peak RSS MB"]
+    header += ["peak above load MB", "largest difference from the block's z (relative)"]
+    runtime = time.perf_counter() - t_start
+    doc = f"""# One group of {n:,} cells from a backed file
+
+`{command_line("scale.py")}`; run time {runtime / 60:.1f} min.
+
+{table(header, [row])}
+
+- Data: one group of {copies:,} copies of a block of {BLOCK:,} random count cells
+  ({N_GENES:,} genes, {DENSITY:.0%} non-zeros, values 1-5), CSR `.h5ad` written block by
+  block, opened with `read_h5ad(path, backed="r")` in a fresh subprocess.
+- Embedding: one call of `model.get_distribution_embedding(backed, key_added=None)` (new
+  data) by a `GDE(n_latent=16)` loaded with `GDE.load(dir)` (with the 10^4 cells it was
+  trained on). RSS after load: `VmRSS` once the model and the backed AnnData (its `obs` of
+  {n:,} rows included) are loaded; the peak
+  mark is then reset (`/proc/self/clear_refs`) and read (`VmHWM`) after embedding.
+- Last column: the largest difference from the in-memory embedding of the block (the
+  copies have the block's distribution, so the mean-pooling encoder must give its
+  embedding), relative to the largest entry.
+
+## Machine
+
+{machine_section(load_start)}
+"""
+    write_report(args.output, doc, runtime)
+    return 0
+
+
 def _run_worker(spec: dict) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)],
@@ -124,21 +267,36 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="also 10^6 cells")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="default: results/scale.md, or results/scale_one_group.md with --one-group",
+    )
+    parser.add_argument(
+        "--one-group",
+        type=int,
+        default=None,
+        metavar="CELLS",
+        help="instead: one group of CELLS cells (copies of 10^5), embedded from a backed file",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(json.loads(args.worker))), flush=True)
+        spec = json.loads(args.worker)
+        worker = _one_group_worker if spec.get("one_group") else _worker
+        print(json.dumps(worker(spec)), flush=True)
         return 0
+    if args.output is None:
+        args.output = DEFAULT_OUTPUT if args.one_group is None else ONE_GROUP_OUTPUT
     t_start = time.perf_counter()
     load_start = start(args.threads)
-    import scvi
-
-    from scgde.model import GDE
-
     sizes = [10_000, 100_000] + ([1_000_000] if args.full else [])
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
+        model_dir = _trained_model(workdir, args.seed)
+        if args.one_group:
+            return _one_group(args, model_dir, workdir, load_start, t_start)
         paths = {}
         for n in sizes:
             adata = _counts(n, args.seed)
@@ -147,13 +305,6 @@ def main(argv=None) -> int:
             floor = n / min(_sparse_pass(adata.X, args.seed) for _ in range(3))
             paths[n, "floor"] = floor
             log(f"{n:,} cells written; sparse-pass floor {floor:,.0f} cells/s")
-        small = _counts(sizes[0], args.seed)
-        GDE.setup_anndata(small, group_key="group")
-        scvi.settings.seed = args.seed
-        model = GDE(small, n_latent=16)
-        model.train(max_epochs=100, max_steps=20, set_size=128, groups_per_batch=8)
-        model_dir = str(Path(workdir) / "model")
-        model.save(model_dir, save_anndata=False)
         for n in sizes:
             result = {}
             for mode in MODES:

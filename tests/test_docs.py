@@ -53,6 +53,7 @@ def test_docs_build_without_warnings(html):
         "gde.html",
         "api.html",
         "cli.html",
+        "large_data.html",
         "tutorials.html",
         "tutorials/01_patients.html",
         "tutorials/02_clones.html",

@@ -534,3 +534,36 @@ def test_default_epochs_aim_at_2000_steps(n_cells, expected):
     from scgde.model._training_mixin import default_max_epochs
 
     assert default_max_epochs(n_cells, set_size=128, groups_per_batch=16) == expected
+
+
+def test_training_processes_count_devices_times_nodes():
+    """What the recipe's defaults scale with under DDP (tests/test_distributed.py trains)."""
+    from scgde.model._training_mixin import training_processes
+
+    assert training_processes("cpu", 1) == 1
+    assert training_processes("cpu", 2) == 2
+    assert training_processes("cpu", 2, num_nodes=3) == 6
+
+
+def test_bf16_mixed_precision_trains_and_returns_float32():
+    """``precision="bf16-mixed"`` (Lightning's autocast, as on a GPU) trains: the ELBO falls,
+    and embeddings and generated cells are finite float32."""
+    scvi.settings.seed = 0
+    adata = small_demo(n_samples=6)
+    GDE.setup_anndata(adata, group_key="sample")
+    model = GDE(adata, n_latent=4)
+    model.train(
+        max_epochs=30,
+        set_size=16,
+        groups_per_batch=6,
+        train_size=1.0,
+        precision="bf16-mixed",
+        enable_progress_bar=False,
+    )
+    elbo = model.history["elbo_train"].iloc[:, 0].to_numpy(dtype=float)
+    assert np.isfinite(elbo).all() and elbo[-5:].mean() < elbo[:5].mean()
+    z = model.get_distribution_embedding(key_added=None).to_numpy()
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    cells = model.sample(groups=[adata.obs["sample"].iloc[0]], n_cells=5).X
+    cells = cells.toarray() if sparse.issparse(cells) else cells
+    assert cells.dtype == np.float32 and np.isfinite(cells).all()

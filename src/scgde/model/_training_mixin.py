@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import signal
 import warnings
 
 import numpy as np
+import torch
 
 from .._constants import GROUP_LABEL_KEY
 from .._utils import check_int
@@ -27,6 +29,23 @@ def default_max_epochs(n_train_cells: int, set_size: int, groups_per_batch: int)
     """Epochs of about ``_DEFAULT_TARGET_STEPS`` steps, within ``_DEFAULT_EPOCH_RANGE``."""
     steps = sets_per_epoch(n_train_cells, set_size, groups_per_batch)
     return int(np.clip(round(_DEFAULT_TARGET_STEPS / steps), *_DEFAULT_EPOCH_RANGE))
+
+
+def training_processes(accelerator: str, devices, num_nodes: int = 1) -> int:
+    """The number of processes Lightning trains in for these arguments: devices per node
+    (as scvi-tools resolves ``accelerator`` and ``devices``; ``-1``: every GPU) × nodes."""
+    from scvi.model._utils import parse_device_args
+
+    resolved, lightning_devices, _ = parse_device_args(accelerator, devices, return_device="torch")
+    if isinstance(lightning_devices, list | tuple):
+        per_node = len(lightning_devices)
+    elif isinstance(lightning_devices, str):  # "auto" (one device) or e.g. "0,1"
+        per_node = 1 if lightning_devices == "auto" else lightning_devices.count(",") + 1
+    elif lightning_devices == -1:
+        per_node = torch.cuda.device_count() if resolved in ("gpu", "cuda") else 1
+    else:
+        per_node = int(lightning_devices)
+    return max(1, per_node) * max(1, int(num_nodes))
 
 
 #: Default learning rate at ``_BASE_GROUPS_PER_BATCH`` sets per step; it grows linearly with
@@ -85,22 +104,28 @@ class TrainingMixin:
         set_size
             Largest number of cells per set.
         groups_per_batch
-            Sets per minibatch.
+            Sets per minibatch of each process.
         train_size, validation_size
             Fractions of **groups** used for training and validation.
         accelerator, devices
-            Passed to Lightning (``"auto"`` uses a GPU when there is one).
+            Passed to Lightning (``"auto"`` uses a GPU when there is one). Several devices
+            (e.g. ``devices=4, strategy="ddp"``; ``num_nodes=`` for several machines) train
+            in one process each: each draws its own sets, a step averages the gradients of
+            ``groups_per_batch`` × processes sets, and an epoch is shared between the
+            processes. The defaults of ``max_epochs``, ``lr``, the weight average and the
+            warm-ups follow those sets per step, as if one process drew them all.
         early_stopping
             Stop when the validation ELBO stops improving (needs validation groups).
         lr
-            Learning rate of Adam. Default: ``1e-3 * min(groups_per_batch / 16, 4)``, so that
-            fewer, larger steps (a larger ``groups_per_batch``) train about as well per second.
+            Learning rate of Adam. Default: ``1e-3 * min(sets per step / 16, 4)``, so that
+            fewer, larger steps (a larger ``groups_per_batch``, more processes) train about as
+            well per second.
         split_seed
             Seed of the group split and of the fixed validation sets.
         plan_kwargs
             Passed to :class:`scgde.train.GDETrainingPlan`: ``lr_warmup_steps`` (default: a
             tenth of the planned steps, at most 200),
-            ``ema_decay`` (default ``0.999 ** (groups_per_batch / 16)``, the same average over
+            ``ema_decay`` (default ``0.999 ** (sets per step / 16)``, the same average over
             the cells seen at any batch of sets; the trained model keeps the averaged weights),
             ``n_steps_kl_warmup`` (CVAE; default: a quarter of the planned steps, at most
             1,000, so a large ``max_epochs`` cap with ``max_time`` or early stopping still
@@ -135,19 +160,24 @@ class TrainingMixin:
         )
         if early_stopping and splitter.n_val == 0:
             raise ValueError("`early_stopping=True` needs validation groups: lower `train_size`.")
+        # with several processes (DDP), each step averages the gradients of every process's
+        # sets: the recipe's defaults follow the sets per step of all processes together
+        n_processes = training_processes(accelerator, devices, trainer_kwargs.get("num_nodes", 1))
+        sets_per_step = groups_per_batch * n_processes
         if max_epochs is None:
-            max_epochs = default_max_epochs(splitter.n_train, set_size, groups_per_batch)
+            max_epochs = default_max_epochs(splitter.n_train, set_size, sets_per_step)
         max_epochs = check_int(max_epochs, "max_epochs")
         if lr is None:
-            lr = _BASE_LR * min(groups_per_batch / _BASE_GROUPS_PER_BATCH, _MAX_LR_SCALE)
+            lr = _BASE_LR * min(sets_per_step / _BASE_GROUPS_PER_BATCH, _MAX_LR_SCALE)
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < np.inf:
             raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
         self._check_plan_kwargs(plan_kwargs)
-        planned_steps = max_epochs * splitter.n_batches_train
+        steps_per_epoch = math.ceil(splitter.n_batches_train / n_processes)
+        planned_steps = max_epochs * steps_per_epoch
         plan_kwargs = {
             "lr": float(lr),
             # the same average over cells seen, whatever the number of sets per step
-            "ema_decay": _EMA_DECAY ** (groups_per_batch / _BASE_GROUPS_PER_BATCH),
+            "ema_decay": _EMA_DECAY ** (sets_per_step / _BASE_GROUPS_PER_BATCH),
             "n_epochs_kl_warmup": None,
             "n_steps_kl_warmup": int(min(_MAX_KL_WARMUP_STEPS, max(1, planned_steps // 4))),
             # a short run is not spent warming up
@@ -164,7 +194,7 @@ class TrainingMixin:
             trainer_kwargs["callbacks"] = [*callbacks, EpochCheckpoint(checkpoint_dir)]
         trainer_kwargs.setdefault("early_stopping_monitor", "elbo_validation")
         trainer_kwargs.setdefault("use_distributed_sampler", False)
-        trainer_kwargs.setdefault("log_every_n_steps", min(10, splitter.n_batches_train))
+        trainer_kwargs.setdefault("log_every_n_steps", min(10, steps_per_epoch))
         runner = self._train_runner_cls(
             self,
             training_plan=training_plan,

@@ -198,6 +198,16 @@ def test_chunked_embedding_equals_one_shot(trained):
     np.testing.assert_allclose(chunked.to_numpy(), one_shot.to_numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_embedding_cache_budget_changes_reads_not_results(trained):
+    """``cache_bytes=0`` reads the data once per pass of the encoder instead of once."""
+    model, adata = trained
+    kept = model.get_distribution_embedding(key_added=None)
+    read_again = model.get_distribution_embedding(key_added=None, cache_bytes=0, batch_size=37)
+    np.testing.assert_allclose(read_again.to_numpy(), kept.to_numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="cache_bytes"):
+        model.get_distribution_embedding(key_added=None, cache_bytes=-1)
+
+
 def test_embedding_invariant_to_cell_order_and_replication(trained):
     model, adata = trained
     reference = model.get_distribution_embedding(key_added=None)

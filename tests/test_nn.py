@@ -187,9 +187,13 @@ def test_deepset_eval_mode_with_dropout_is_deterministic_and_train_mode_is_not()
 
 # ---------------------------------------------------------------------- streaming encoding
 def _chunk_factory(x, set_ids, chunk_size, calls):
+    """Chunks of ``chunk_size`` rows; each call appends to ``calls`` the number of chunks it
+    yielded."""
+
     def chunks():
-        calls.append(1)
+        calls.append(0)
         for start in range(0, x.shape[0], chunk_size):
+            calls[-1] += 1
             yield x[start : start + chunk_size], set_ids[start : start + chunk_size]
 
     return chunks
@@ -215,17 +219,22 @@ def test_encode_streaming_equals_forward(n_layers, shuffle):
     uncached = encoder.encode_streaming(
         _chunk_factory(x, set_ids, 97, uncached_calls), n_sets=3, cache_bytes=0
     )
-    assert len(uncached_calls) == n_layers + 1  # without a cache: one pass per level
-    # a budget below the projections' size: the first pass stops keeping them
-    small = encoder.encode_streaming(_chunk_factory(x, set_ids, 97, []), 3, cache_bytes=2000)
-    # told the rows cannot fit (as the model does for data larger than the budget), the first
-    # pass keeps nothing and every level reads the chunks
-    hinted_calls = []
-    factory = _chunk_factory(x, set_ids, 97, hinted_calls)
-    encoder.encode_streaming(factory, 3, cache_bytes=10**9, n_rows=10**12)
-    assert len(hinted_calls) == n_layers + 1
+    # without a cache: every pass reads every chunk
+    assert uncached_calls == [-(-x.shape[0] // 97)] * (n_layers + 1)
+    # a budget for about half the chunks: the first pass keeps the last ones that fit, and
+    # later passes read only the chunks before them
+    n_chunks = -(-x.shape[0] // 97)
+    state_width = encoder.embed_cells(encoder.project(x[:1])).shape[1]
+    row_bytes = (encoder.project(x[:1]).shape[1] + state_width) * 4
+    half_calls = []
+    half = encoder.encode_streaming(
+        _chunk_factory(x, set_ids, 97, half_calls), 3, cache_bytes=row_bytes * x.shape[0] // 2
+    )
+    assert half_calls[0] == n_chunks and len(half_calls) == (n_layers + 1 if n_layers else 1)
+    if n_layers:
+        assert all(abs(n - n_chunks / 2) <= 2 for n in half_calls[1:])
     # float32 one-shot sums of up to 2,500 terms: error ~ sqrt(n) * eps32 ~ 3e-6 relative
-    for result in (streamed, uncached, small):
+    for result in (streamed, uncached, half):
         torch.testing.assert_close(result, one_shot, rtol=1e-5, atol=1e-5)
 
 

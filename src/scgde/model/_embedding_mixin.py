@@ -14,6 +14,7 @@ from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
 from .._utils import check_int, check_key_added
 from ..data import RegisteredData, cells_of_groups
 from ..data._groups import as_key_list
+from ..nn._set_encoders import STREAMING_CACHE_BYTES
 from ..tl._distances import recorded_settings
 
 
@@ -119,15 +120,13 @@ class EmbeddingMixin:
 
         return GroupChunks(labels, names, cell_indices, cell_group_ids, chunks)
 
-    def _embed(self, adata, groups, batch_size: int) -> EmbeddedGroups:
+    def _embed(
+        self, adata, groups, batch_size: int, cache_bytes: int = STREAMING_CACHE_BYTES
+    ) -> EmbeddedGroups:
         """Embeddings of the selected groups from all their cells, streamed in chunks."""
         cells = self._encoder_chunks(adata, groups, batch_size)
         encoder = self.module.encoder
-        z = (
-            encoder.encode_streaming(cells.chunks, len(cells.names), n_rows=len(cells.cell_indices))
-            .cpu()
-            .numpy()
-        )
+        z = encoder.encode_streaming(cells.chunks, len(cells.names), cache_bytes).cpu().numpy()
         return EmbeddedGroups(
             cells.names, z, cells.labels, cells.cell_indices, cells.cell_group_ids
         )
@@ -138,6 +137,7 @@ class EmbeddingMixin:
         groups: Sequence[str] | None = None,
         key_added: str | None = DEFAULT_KEY_ADDED,
         batch_size: int = 4096,
+        cache_bytes: int = STREAMING_CACHE_BYTES,
     ) -> pd.DataFrame:
         """Embed every group from **all** its cells, and write the result into ``adata``.
 
@@ -145,9 +145,9 @@ class EmbeddingMixin:
         ``obsm[key_added]``, ``uns["gde"][key_added]``; ``key_added=None`` only returns it).
         The encoder pools by means, so the cells are streamed in chunks of ``batch_size``
         (memory does not grow with group size) and the result equals encoding each group at
-        once. Each cell is read once (sparse counts stay sparse); its projections are kept
-        between the encoder's passes within 1 GiB, beyond which chunks are read again. New
-        groups (not seen in training) are embedded like any other.
+        once. Each cell is read once (sparse counts stay sparse), and its projections are
+        kept between the encoder's passes within ``cache_bytes``; chunks beyond that budget
+        are read again. New groups (not seen in training) are embedded like any other.
 
         Parameters
         ----------
@@ -163,17 +163,24 @@ class EmbeddingMixin:
             nothing.
         batch_size
             Cells per chunk.
+        cache_bytes
+            Memory for the cells' projections and states between the encoder's passes
+            (default 512 MiB: about half a million cells of a default deep set); 0 keeps
+            nothing and reads the data once per pass.
 
         Returns
         -------
         DataFrame of groups × ``n_latent``.
         """
         self._check_if_trained(warn=True)
+        cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
         if key_added is not None:
             check_key_added(key_added, reserved=(UNS_SETTINGS_KEY,))
         target = self.adata if adata is None else adata
         data = self._validate_anndata(adata)
-        names, z, _, cell_indices, cell_group_ids = self._embed(data, groups, batch_size)
+        names, z, _, cell_indices, cell_group_ids = self._embed(
+            data, groups, batch_size, cache_bytes
+        )
         columns = embedding_columns(z.shape[1])
         table = pd.DataFrame(z, index=pd.Index(names, name="group"), columns=columns)
         if key_added is not None:

@@ -18,12 +18,15 @@ times). An encoder is described by four pieces:
 Because each pooling step is a mean, a set of any size can be encoded *exactly* in chunks with
 ``n_set_layers + 1`` streaming passes over its cells (see :meth:`SetEncoder.encode_streaming`);
 the projections of the first pass are kept for the later ones within a memory budget, so the
-input is read and projected once.
+input is read and projected once (beyond the budget, only the chunks that do not fit are read
+again).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +37,12 @@ from ._segment import segment_mean, segment_sum
 
 ChunkFactory = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
-#: Bytes of cell projections :meth:`SetEncoder.encode_streaming` keeps between its passes by
-#: default (beyond it, later passes read and project the chunks again).
-STREAMING_CACHE_BYTES = 2**30
+#: Bytes of cell projections and states :meth:`SetEncoder.encode_streaming` keeps between its
+#: passes by default (chunks beyond it are read and projected again): 512 MiB holds about half
+#: a million cells of a default deep set (~270 floats each), and keeps the peak memory of
+#: embedding a 10^7-cell group from a backed file near 1 GB above the loaded model
+#: (benchmarks/scale.py --one-group).
+STREAMING_CACHE_BYTES = 2**29
 
 
 class SetEncoder(nn.Module):
@@ -99,7 +105,6 @@ class SetEncoder(nn.Module):
         chunks: ChunkFactory,
         n_sets: int,
         cache_bytes: int = STREAMING_CACHE_BYTES,
-        n_rows: int | None = None,
     ) -> torch.Tensor:
         """Encode sets too large for memory, exactly, from a stream of cell chunks.
 
@@ -107,63 +112,57 @@ class SetEncoder(nn.Module):
         ----------
         chunks
             Callable returning a fresh iterable of ``(x, set_ids)`` chunks covering every cell
-            once; it is called once when the projections of all chunks fit in
-            ``cache_bytes``, else ``n_set_layers + 1`` times. A chunk ``(x, set_ids, weights)``
-            gives each row a weight ``>= 0`` in its set's means (a weighted set: weight ``k``
-            counts as ``k`` copies of the cell); a cell may then appear in several sets, one
-            row per set, or a chunk ``(x, set_ids, weights, rows)`` whose rows are
-            ``x[rows]``: consecutive chunks sharing one ``x`` project it once.
+            once, in the same order each time; it is called once when the projections of all
+            chunks fit in ``cache_bytes``, else ``n_set_layers + 1`` times. A chunk
+            ``(x, set_ids, weights)`` gives each row a weight ``>= 0`` in its set's means (a
+            weighted set: weight ``k`` counts as ``k`` copies of the cell); a cell may then
+            appear in several sets, one row per set, or a chunk ``(x, set_ids, weights, rows)``
+            whose rows are ``x[rows]``: consecutive chunks sharing one ``x`` project it once.
         n_sets
             Number of sets; every set must receive a positive total weight.
         cache_bytes
-            Memory for the cells' projections and states between passes (0: read every chunk
-            in every pass).
-        n_rows
-            Number of rows the chunks hold, if known: when they cannot fit in ``cache_bytes``,
-            the first pass keeps nothing instead of filling the budget in vain.
+            Memory for the cells' projections and states between passes. The first pass
+            keeps the last chunks that fit; later passes read and project only the chunks
+            before them (0: read every chunk in every pass).
 
         Returns
         -------
         ``(n_sets, n_latent)`` embeddings, equal (to float tolerance) to :meth:`forward` on all
         cells at once. Means are accumulated in float64.
         """
-        return self.readout(self._streaming_means(chunks, n_sets, cache_bytes, n_rows)[-1])
+        return self.readout(self._streaming_means(chunks, n_sets, cache_bytes)[-1])
 
     def _streaming_means(
-        self,
-        chunks: ChunkFactory,
-        n_sets: int,
-        cache_bytes: int = STREAMING_CACHE_BYTES,
-        n_rows: int | None = None,
+        self, chunks: ChunkFactory, n_sets: int, cache_bytes: int = STREAMING_CACHE_BYTES
     ) -> list[torch.Tensor]:
-        """The per-set mean states of every level, one streaming pass per level; the first
-        pass keeps the projected chunks and their states for the others while they fit in
-        ``cache_bytes``."""
+        """The per-set mean states of every level, one streaming pass per level. The first
+        pass keeps the last chunks whose projections and states fit in ``cache_bytes``; later
+        passes read only the chunks before them, and the kept states advance one level per
+        pass instead of being recomputed."""
         means: list[torch.Tensor] = []
         dtype = next(self.parameters()).dtype
-        # [projections, set ids, weights, states] of every chunk, once the first pass kept them
-        # all; the kept states advance one level per pass instead of being recomputed
-        cached: list | None = None
+        # [projections, set ids, weights, states] of the kept chunks, oldest first
+        kept: deque[list] = deque()
+        kept_bytes, n_read_again = 0, 0
         for level in range(self.n_set_layers + 1):
             sums, counts = None, None
-            keep, size = ([] if level == 0 and cache_bytes > 0 else None), 0
-            stream = cached or ([p, set_ids, w, None] for p, set_ids, w in self._projected(chunks))
-            for entry in stream:
+            read = islice(self._projected(chunks), None if level == 0 else n_read_again)
+            stream = ([p, set_ids, w, None] for p, set_ids, w in read)
+            for entry in stream if level == 0 else chain(stream, list(kept)):
                 p, set_ids, weights, previous = entry
                 if previous is None:
                     h = self._states_at_level(p, set_ids, means, level)
                 else:
                     h = self.set_layer(level - 1, p, previous, means[level - 1][set_ids])
                 entry[3] = h
-                row_bytes = (p.shape[1] + h.shape[1]) * p.element_size()
-                if keep is not None and not keep and n_rows and n_rows * row_bytes > cache_bytes:
-                    keep = None  # the chunks cannot all fit: keep nothing
-                if keep is not None:
-                    size += p.shape[0] * row_bytes
-                    if size <= cache_bytes:
-                        keep.append(entry)
-                    else:
-                        keep = None  # too large: later passes read the chunks again
+                if level == 0 and cache_bytes > 0:
+                    kept.append(entry)
+                    kept_bytes += _entry_bytes(entry)
+                    while kept and kept_bytes > cache_bytes:  # the oldest are read again
+                        kept_bytes -= _entry_bytes(kept.popleft())
+                        n_read_again += 1
+                elif level == 0:
+                    n_read_again += 1
                 h = h.double()
                 w = _row_weights(weights, h)
                 chunk_sums = segment_sum(h * w, set_ids, n_sets)
@@ -173,7 +172,6 @@ class SetEncoder(nn.Module):
             if sums is None or bool((counts <= 0).any()):
                 raise ValueError("Every set must contain at least one cell of positive weight.")
             means.append((sums / counts.unsqueeze(-1)).to(dtype))
-            cached = cached or keep
         return means
 
     @torch.inference_mode()
@@ -254,6 +252,12 @@ class SetEncoder(nn.Module):
         for i in range(level):
             h = self.set_layer(i, p, h, means[i][set_ids])
         return h
+
+
+def _entry_bytes(entry: list) -> int:
+    """Bytes of a kept chunk's projections and states."""
+    p, h = entry[0], entry[3]
+    return p.shape[0] * (p.shape[1] + h.shape[1]) * p.element_size()
 
 
 def _row_weights(weights: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:

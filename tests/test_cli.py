@@ -64,6 +64,28 @@ def test_embed_reports_a_missing_group_column(tmp_path, capsys):
     assert not (tmp_path / "o.h5ad").exists()
 
 
+def test_embed_batch_correction_trains_with_the_penalty(tmp_path, capsys):
+    adata = scgde.datasets.demo()
+    per_batch = adata.obs.groupby("batch", observed=True)["sample"].unique()
+    samples = [s for names in per_batch for s in sorted(names)[:3]]  # 3 samples of each batch
+    adata = adata[adata.obs["sample"].isin(samples), :60].copy()
+    source = tmp_path / "in.h5ad"
+    adata.write_h5ad(source)
+    common = ["embed", str(source), "--group-key", "sample", "--max-epochs", "2"]
+    common += ["--n-latent", "4", "--set-size", "16", "--batch-correction", "hsic"]
+    # without a batch there is nothing to correct: a clear error, nothing written
+    assert main([*common, "--output", str(tmp_path / "none.h5ad")]) == 2
+    assert "batch" in capsys.readouterr().err and not (tmp_path / "none.h5ad").exists()
+    model_dir = tmp_path / "model"
+    out = tmp_path / "out.h5ad"
+    code = main(
+        [*common, "--batch-key", "batch", "--output", str(out)] + ["--save-model", str(model_dir)]
+    )
+    assert code == 0
+    model = scgde.model.GDE.load(str(model_dir), adata=ad.read_h5ad(source))
+    assert isinstance(model.module.batch_penalty, scgde.nn.BatchHSIC)
+
+
 def test_embed_needs_input_or_demo(tmp_path):
     with pytest.raises(SystemExit):
         main(["embed", "--output", str(tmp_path / "o.h5ad")])

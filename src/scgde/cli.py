@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--output", required=True, help="output .h5ad path")
     embed.add_argument("--layer", help="layer with raw counts (default: X)")
     embed.add_argument("--batch-key", help="obs column with technical batches")
+    embed.add_argument(
+        "--batch-correction",
+        choices=["hsic"],
+        help="keep the --batch-key batch out of the embedding (GDE(batch_correction=...))",
+    )
     embed.add_argument("--likelihood", default="nb", choices=["nb", "zinb", "poisson", "gaussian"])
     embed.add_argument("--n-latent", type=int, default=32)
     embed.add_argument("--max-epochs", type=int, help="default: about 2,000 training steps")
@@ -141,7 +146,12 @@ def embed(args: argparse.Namespace) -> dict[str, Path]:
     scvi.settings.seed = args.seed
     start = time.time()
     GDE.setup_anndata(adata, group_key=key, layer=args.layer, batch_key=batch_key)
-    model = GDE(adata, n_latent=args.n_latent, likelihood=args.likelihood)
+    model = GDE(
+        adata,
+        n_latent=args.n_latent,
+        likelihood=args.likelihood,
+        batch_correction=args.batch_correction,
+    )
     print(model, flush=True)
     model.train(
         max_epochs=args.max_epochs,

@@ -525,6 +525,28 @@ def test_splitter_shares_an_epoch_between_distributed_ranks(monkeypatch):
     assert cells_rank_0 != cells_rank_1  # the two ranks evaluate different sets
 
 
+def test_distributed_ranks_train_on_disjoint_shares_of_the_groups(monkeypatch):
+    """With at least groups_per_batch x processes training groups, each process draws its
+    sets from its own share; with fewer, every process draws from all of them."""
+    import scgde.data._splitter as splitter_module
+
+    _, manager, labels = _registered_adata(SIZES)
+    splitter = GroupDataSplitter(manager, labels, set_size=4, groups_per_batch=2, train_size=1.0)
+    assert len(splitter.train_groups) >= 4
+
+    def groups_drawn(rank, world_size):
+        monkeypatch.setattr(splitter_module, "_distributed_rank", lambda: (rank, world_size))
+        sampler = splitter.train_dataloader().sampler
+        return {int(labels.codes[cells[0]]) for cells in sampler.group_cells}
+
+    shares = [groups_drawn(rank, 2) for rank in (0, 1)]
+    assert not shares[0] & shares[1]
+    assert shares[0] | shares[1] == set(splitter.train_groups.tolist())
+    assert abs(len(shares[0]) - len(shares[1])) <= 1
+    n_groups = len(splitter.train_groups)
+    assert groups_drawn(0, n_groups) == set(splitter.train_groups.tolist())  # too few to share
+
+
 def test_splitter_is_scvi_data_splitter_and_honours_its_loader_settings(monkeypatch):
     from scvi import settings
     from scvi.dataloaders import DataSplitter

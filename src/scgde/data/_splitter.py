@@ -196,6 +196,11 @@ class GroupDataSplitter(_SetDataSplitter):
 
     def _sampler(self, train: bool, n_batches: int, rank: int, world_size: int):
         groups = self.train_groups if train else self.val_groups
+        if train and world_size > 1 and len(groups) >= world_size * self.groups_per_batch:
+            # each process draws from its own share of the groups (the same split on every
+            # process: it comes from the split seed), so a step's sets are distinct groups
+            shares = np.random.default_rng([self.seed, world_size]).permutation(groups)
+            groups = np.sort(shares[rank::world_size])
         return GroupSetSampler(
             [self._group_cells[g] for g in groups],
             set_size=self.set_size,

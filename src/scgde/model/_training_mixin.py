@@ -110,7 +110,8 @@ class TrainingMixin:
         accelerator, devices
             Passed to Lightning (``"auto"`` uses a GPU when there is one). Several devices
             (e.g. ``devices=4, strategy="ddp"``; ``num_nodes=`` for several machines) train
-            in one process each: each draws its own sets, a step averages the gradients of
+            in one process each: each draws its own sets (from its own share of the groups
+            when there are enough), a step averages the gradients of
             ``groups_per_batch`` × processes sets, and an epoch is shared between the
             processes. The defaults of ``max_epochs``, ``lr``, the weight average and the
             warm-ups follow those sets per step, as if one process drew them all.

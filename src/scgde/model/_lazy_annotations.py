@@ -20,6 +20,7 @@ def has_lazy_annotations(adata) -> bool:
 
 
 def _in_memory(frame) -> pd.DataFrame:
+    """A pandas DataFrame as it is; a lazy (xarray-backed) one read into memory."""
     return frame if isinstance(frame, pd.DataFrame) else frame.to_memory()
 
 

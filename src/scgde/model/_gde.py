@@ -368,15 +368,9 @@ class GDE(
         error, since batch and group cannot be told apart. Some batches holding a single group:
         a warning that names them (the penalty pulls those groups towards the other batches).
         """
-        check_batch_correction(batch_correction)
-        if batch_correction is None:
-            return
-        if self.summary_stats.n_batch < 2:
-            raise ValueError(
-                f"batch_correction={batch_correction!r} needs at least 2 batches; register the "
-                "batch with setup_anndata(..., batch_key=...)."
-            )
-        if self.group_key is None:  # label sets: every batch spans the label's range
+        check_batch_correction(batch_correction, self.summary_stats.n_batch)
+        # label sets (no group key): every batch spans the label's range
+        if batch_correction is None or self.group_key is None:
             return
         batch = np.asarray(self.adata_manager.get_from_registry(BATCH_KEY)).reshape(-1)
         groups = pd.Series(self._group_labels(self.adata).codes).groupby(batch).nunique()

@@ -19,7 +19,7 @@ def has_lazy_annotations(adata) -> bool:
     )
 
 
-def _in_memory(frame) -> pd.DataFrame:
+def in_memory(frame) -> pd.DataFrame:
     """A pandas DataFrame as it is; a lazy (xarray-backed) one read into memory."""
     return frame if isinstance(frame, pd.DataFrame) else frame.to_memory()
 
@@ -29,18 +29,4 @@ def load_annotations(adata) -> None:
     writes its registration columns into ``obs``). The matrices are not read."""
     if has_lazy_annotations(adata):
         logger.info("Loading the lazy AnnData's obs and var into memory; X stays lazy.")
-        adata.obs, adata.var = _in_memory(adata.obs), _in_memory(adata.var)
-
-
-def with_annotations_loaded(adata):
-    """``adata`` itself, or for a lazy AnnData a new one with its annotations in memory that
-    shares its matrices (new data: the user's object is not modified)."""
-    if not has_lazy_annotations(adata):
-        return adata
-    return AnnData(
-        X=adata.X,
-        obs=_in_memory(adata.obs),
-        var=_in_memory(adata.var),
-        layers=dict(adata.layers.items()),
-        obsm=dict(adata.obsm.items()),
-    )
+        adata.obs, adata.var = in_memory(adata.obs), in_memory(adata.var)

@@ -13,7 +13,7 @@ from ._checks import (
     check_feature_names,
     distinct_strings,
 )
-from ._lazy_annotations import with_annotations_loaded
+from ._lazy_annotations import has_lazy_annotations, in_memory
 
 #: Working copies whose scvi-tools registration a model keeps (older ones are deregistered,
 #: so that repeated calls on new data do not accumulate them).
@@ -30,13 +30,7 @@ def working_copy(adata, categories: dict[str, list]):
     in training and as strings now are the same batches.
     """
     if isinstance(adata, AnnData) and not adata.is_view:
-        work = AnnData(
-            X=adata.X,
-            obs=adata.obs.copy(),
-            var=adata.var.copy(),
-            layers=dict(adata.layers.items()),
-            obsm=dict(adata.obsm.items()),
-        )
+        work = _sharing_matrices(adata, adata.obs.copy(), adata.var.copy())
     elif getattr(adata, "isbacked", False):
         raise ValueError(
             "This is a view of a backed AnnData, which cannot be registered without loading "
@@ -52,6 +46,25 @@ def working_copy(adata, categories: dict[str, list]):
         values = work.obs[column].astype(str).map(lookup)
         work.obs[column] = pd.Categorical(values, categories=list(known))
     return work
+
+
+def _sharing_matrices(adata: AnnData, obs: pd.DataFrame, var: pd.DataFrame) -> AnnData:
+    """A new AnnData with these annotations that shares ``adata``'s matrices (not copied)."""
+    return AnnData(
+        X=adata.X,
+        obs=obs,
+        var=var,
+        layers=dict(adata.layers.items()),
+        obsm=dict(adata.obsm.items()),
+    )
+
+
+def with_annotations_loaded(adata):
+    """``adata`` itself, or for a lazy AnnData a new one with its annotations in memory that
+    shares its matrices (the user's object is not modified)."""
+    if not has_lazy_annotations(adata):
+        return adata
+    return _sharing_matrices(adata, in_memory(adata.obs), in_memory(adata.var))
 
 
 class NewDataMixin:

@@ -138,12 +138,7 @@ class GDEModule(BaseModuleClass):
         self.classification_ratio = classification_ratio
         self.generative_weight = generative_weight
         self.classifier = mlp(n_latent, n_labels, n_hidden=64, n_layers=1) if n_labels else None
-        if batch_correction is not None and not self.n_batch:
-            raise ValueError(
-                f"batch_correction={batch_correction!r} needs at least 2 batches; register the "
-                "batch with setup_anndata(..., batch_key=...)."
-            )
-        self.batch_penalty = make_batch_penalty(batch_correction)
+        self.batch_penalty = make_batch_penalty(batch_correction, self.n_batch)
         self.batch_correction_weight = batch_correction_weight
         shape = (max(n_batch, 1), len(self.block_sizes))
         mean = np.zeros(shape) if library_log_mean is None else np.asarray(library_log_mean)

@@ -59,15 +59,23 @@ class BatchHSIC(nn.Module):
         return normalized_hsic(z_sets, composition)
 
 
-def check_batch_correction(name: str | None) -> None:
-    """A clear error for a ``batch_correction`` that is neither registered nor ``None``."""
-    if name is not None and name not in BATCH_CORRECTIONS:
+def check_batch_correction(name: str | None, n_batch: int) -> None:
+    """A clear error for a ``batch_correction`` that is neither registered nor ``None``, or
+    that has fewer than 2 batches to work on."""
+    if name is None:
+        return
+    if name not in BATCH_CORRECTIONS:
         raise ValueError(
             f"Unknown batch_correction {name!r}; choose one of {BATCH_CORRECTIONS} or None."
         )
+    if n_batch < 2:
+        raise ValueError(
+            f"batch_correction={name!r} needs at least 2 batches; register the batch with "
+            "setup_anndata(..., batch_key=...)."
+        )
 
 
-def make_batch_penalty(name: str | None) -> nn.Module | None:
-    """The penalty registered under ``name`` (``None``: no penalty)."""
-    check_batch_correction(name)
+def make_batch_penalty(name: str | None, n_batch: int) -> nn.Module | None:
+    """The penalty registered under ``name`` for ``n_batch`` batches (``None``: no penalty)."""
+    check_batch_correction(name, n_batch)
     return None if name is None else BatchHSIC()

@@ -148,7 +148,7 @@ class SetEncoder(nn.Module):
             sums, counts = None, None
             read = islice(self._projected(chunks), None if level == 0 else n_read_again)
             stream = ([p, set_ids, w, None] for p, set_ids, w in read)
-            for entry in stream if level == 0 else chain(stream, list(kept)):
+            for entry in stream if level == 0 else chain(stream, kept):
                 p, set_ids, weights, previous = entry
                 if previous is None:
                     h = self._states_at_level(p, set_ids, means, level)

@@ -53,7 +53,10 @@ ROWS: dict[str, dict] = {
     "- lr warm-up": {"plan": {"lr_warmup_steps": 0}},
     "- standardised encoder input": {"raw_input": True},
     "- mean skip in the encoder": {"gde": {"encoder_kwargs": {"mean_skip": False}}},
-    "- set frame (plain flow matching)": {"gde": {"generator_kwargs": {"frame": "global"}}},
+    "- frame (plain flow matching)": {"gde": {"generator_kwargs": {"frame": "global"}}},
+    "flow frame: set (flow in the frame's coordinates)": {
+        "gde": {"generator_kwargs": {"frame": "set"}}
+    },
     "- variable set sizes (all 64)": {"train": {"min_set_size": SET_SIZE}},
     "flow n_hidden 256": {"gde": {"generator_kwargs": {"n_hidden": 256}}},
     "flow sampler: midpoint, 10 steps": {"sampler": {"method": "midpoint"}},

@@ -51,16 +51,26 @@ def test_conditioning_once_per_distinct_row_equals_conditioning_per_cell():
     torch.testing.assert_close(net(x, t, c, index), net(x, t[index], c[index]))
 
 
-def test_frame_is_trained_by_the_gaussian_likelihood_and_the_flow_in_it():
+@pytest.mark.parametrize("frame", ["source", "set"])
+def test_frame_is_trained_by_the_gaussian_likelihood_and_the_flow_from_it(frame):
     torch.manual_seed(0)
-    gen = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1)
+    gen = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1, frame=frame)
     x, z = torch.randn(8, 3), torch.randn(8, 2)
     latent, out = gen(x, x, z, torch.zeros(8, 0))
     reconstruction, kl = gen.loss(x, latent, out)
     assert reconstruction.shape == kl.shape == (8,) and (kl == 0).all()
-    residual = (latent["x1"] - out["loc"]) * torch.exp(-out["log_scale"])
-    nll = (0.5 * residual**2 + out["log_scale"]).sum(-1)
-    flow = (out["velocity_pred"] - out["velocity"]).pow(2).sum(-1)
+    loc, log_scale = out["loc"], out["log_scale"]
+    residual = (latent["x1"] - loc) * torch.exp(-log_scale)
+    nll = (0.5 * residual**2 + log_scale).sum(-1)
+    # the straight path from noise: from the frame's Gaussian to the cell, or from N(0, I) to
+    # the cell in the frame's coordinates; the error is measured in the frame's units
+    noise, scale = latent["y0"], log_scale.detach().exp()
+    if frame == "source":
+        velocity, units = latent["x1"] - (loc.detach() + scale * noise), scale
+    else:
+        velocity, units = residual.detach() - noise, torch.ones_like(scale)
+    torch.testing.assert_close(out["velocity"], velocity)
+    flow = ((out["velocity_pred"] - out["velocity"]) / units).pow(2).sum(-1)
     torch.testing.assert_close(reconstruction, flow + nll)
     # the flow's target does not move the frame: only the likelihood trains it
     flow.sum().backward()
@@ -74,6 +84,26 @@ def test_frame_is_trained_by_the_gaussian_likelihood_and_the_flow_in_it():
     )
 
 
+def test_weights_saved_before_the_source_frame_load_as_the_set_frame():
+    torch.manual_seed(0)
+    trained = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1, frame="set")
+    old_weights = {k: v for k, v in trained.state_dict().items() if k != "source_frame"}
+    loaded = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1)  # today's default: "source"
+    assert loaded.frame_mode == "source"
+    loaded.load_state_dict(old_weights)
+    assert loaded.frame_mode == "set"
+    z = torch.randn(4, 2)
+    torch.manual_seed(1)
+    expected = trained.sample(z, torch.zeros(4, 0))
+    torch.manual_seed(1)
+    torch.testing.assert_close(loaded.sample(z, torch.zeros(4, 0)), expected)
+    # weights saved with the buffer keep their own mode
+    source = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1)
+    as_set = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1, frame="set")
+    as_set.load_state_dict(source.state_dict())
+    assert as_set.frame_mode == "source"
+
+
 # Conditional Gaussians whose mean is a linear function of z and whose two coordinates are
 # correlated (rho = 0.8) with a spread 2.5x narrower than the marginal one: the frame gives the
 # location and the per-feature spread, the flow must add the correlation.
@@ -81,7 +111,8 @@ OFFSET, SCALE, SIGMA, RHO = torch.tensor([3.0, -1.0]), 2.0, 0.5, 0.8
 
 
 @pytest.mark.parametrize(
-    ("frame", "frame_scale"), [("set", "log"), ("set", "linear"), ("global", "log")]
+    ("frame", "frame_scale"),
+    [("source", "log"), ("source", "linear"), ("set", "log"), ("global", "log")],
 )
 def test_flow_learns_correlated_conditional_gaussians(frame, frame_scale):
     n_train, n_samples = 20_000, 2_000

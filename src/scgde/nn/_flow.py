@@ -26,6 +26,7 @@ from ._generator import Generator
 from ._mlp import mlp
 
 ODE_METHODS = ("euler", "midpoint", "heun")
+FRAMES = ("source", "set", "global")
 
 #: Smallest scale of the set frame, in units of the training data's per-feature sd.
 MIN_FRAME_SCALE = 0.02
@@ -45,22 +46,25 @@ class _LinearPlusMLP(nn.Module):
 
 @doc_params(generator_args=GENERATOR_ARGS, continuous_likelihood=CONTINUOUS_LIKELIHOOD)
 class FlowGenerator(FeatureStandardization, Generator):
-    """Conditional flow matching in a location-scale frame predicted from ``z``.
+    """Conditional flow matching from a location-scale frame predicted from ``z``.
 
     Two parts, trained together:
 
     - a **frame** ``(m(z, cov), s(z, cov))``: a per-feature location and scale of the cells of a
       set (a linear map of the condition plus an MLP), trained by the Gaussian log-likelihood
       of the cells (it alone is a diagonal Gaussian model of the set);
-    - a **flow** in that frame: with ``y = (x - m) / s`` (``m``, ``s`` not differentiated here),
-      noise ``y0 ~ N(0, I)`` and ``t ~ U(0, 1)``, a network regresses the velocity of the straight
-      path ``y_t = (1 - t) y0 + t y`` (Lipman et al. 2023; the Gaussian-to-data conditional path
-      with ``sigma_min = 0``): ``||v(y_t, t, z, cov) - (y - y0)||²`` summed over features.
+    - a **flow** from the frame's Gaussian to the cells: with noise ``e ~ N(0, I)``, the start
+      ``x0 = m + s e`` (``m``, ``s`` not differentiated here) and ``t ~ U(0, 1)``, a network
+      regresses the velocity of the straight path ``x_t = (1 - t) x0 + t x`` (Lipman et al.
+      2023, from a conditional Gaussian source): ``||(v(x_t, t, z, cov) - (x - x0)) / s||²``
+      summed over features, the error measured in the frame's units.
 
-    Sampling integrates ``dy/dt = v`` from ``t = 0`` to ``1`` with a few fixed steps and returns
-    ``m + s y``. The frame carries the set's location and spread exactly where the network
-    would have to learn them; the flow only moves unit-scale noise into the set's shape, a
-    short, nearly straight path that few steps integrate well.
+    Sampling draws ``x0`` from the frame, integrates ``dx/dt = v`` from ``t = 0`` to ``1`` with
+    a few fixed steps and returns ``x_1``. The frame puts the start of every path at the set's
+    location and spread, so the flow only moves cells into the set's shape, a short, nearly
+    straight path that few steps integrate well. The network reads cells in the data's
+    coordinates, so it needs ``z`` to say where the set is; this keeps distances between
+    embeddings close to the W2 distances between the sets (``frame="set"`` below loses that).
 
     Like :class:`~scgde.nn.DiffusionGenerator`, it works on data standardised with the training
     data's per-feature statistics (:meth:`set_feature_statistics`), and clips generated cells to
@@ -75,20 +79,24 @@ class FlowGenerator(FeatureStandardization, Generator):
     n_time_embedding
         Number of sinusoidal features of the time.
     frame
-        ``"set"`` (default): the location-scale frame above; ``"global"``: no frame (``m = 0``,
-        ``s = 1`` in standardised units), plain conditional flow matching. The frame wins on
-        unimodal sets (Normal benchmark, 60 s: 0.027 vs 0.043); on sets that are mixtures of
-        3 Gaussians plain flow matching scored better (mixture-W2² 2.87 vs 3.65 at 150 s),
-        so try ``"global"`` for strongly multimodal groups.
+        ``"source"`` (default): the frame is the flow's source, as above. ``"set"``: the flow
+        runs in the frame's coordinates, ``y = (x - m) / s`` from ``N(0, I)``, and the network
+        never sees where the set is; cells are as faithful, but distances between embeddings
+        follow W2 less closely (``benchmarks/geometry.py``), and on sets that are mixtures of
+        3 Gaussians the generated mixtures were closer (GMM benchmark, 150 s: mixture-W2² 3.36
+        against 4.37), so try it for groups made of a few distinct populations. ``"global"``:
+        no frame (``m = 0``,
+        ``s = 1`` in standardised units), plain conditional flow matching; it is less faithful
+        on unimodal sets (Normal benchmark, 60 s: 0.043 against 0.027).
     frame_scale
         How the frame head gives the scale: ``"log"`` (default), linear in the log-scale;
         ``"linear"``, linear in the scale itself (a softplus, floored at 0.02). The 2-Wasserstein
         distance between diagonal Gaussians is the Euclidean distance between their (mean,
         scale) vectors, so a head linear in the scale asks ``z`` for a geometry closer to W2.
-        In one run of ``benchmarks/geometry.py`` (120 s each): Spearman rho of
-        ``|z_i - z_j|`` with W2 0.924 against 0.815 with ``"log"`` on Gaussians, 0.759 against
-        0.739 on mixtures, but a worse decoded interpolation (error 0.208 against 0.177); the
-        Normal fidelity is about the same (0.0228 / 0.0274 against 0.0228 / 0.0258).
+        With ``frame="set"``, one run of ``benchmarks/geometry.py`` (120 s each) gave Spearman
+        rho of ``|z_i - z_j|`` with W2 0.924 against 0.815 with ``"log"`` on Gaussians, but a
+        second run of the same comparison gave 0.791 against 0.803; ``frame="source"`` (the
+        default) does more for the geometry.
     method
         Default ODE solver of :meth:`sample`: ``"euler"``, ``"midpoint"`` or ``"heun"``.
     n_sampling_steps
@@ -105,15 +113,19 @@ class FlowGenerator(FeatureStandardization, Generator):
         n_layers: int = 3,
         dropout: float = 0.0,
         n_time_embedding: int = 64,
-        frame: str = "set",
+        frame: str = "source",
         frame_scale: str = "log",
         method: str = "euler",
         n_sampling_steps: int = 10,
     ):
         super().__init__()
         self.likelihood = check_continuous_likelihood(likelihood, "flow")
-        if frame not in ("set", "global"):
-            raise ValueError(f"`frame` must be 'set' or 'global', got {frame!r}.")
+        if frame not in FRAMES:
+            raise ValueError(f"`frame` must be one of {FRAMES}, got {frame!r}.")
+        self.frame_mode = frame
+        # saved with the weights, so that a model saved before "source" existed (whose flow
+        # ran in the set frame) loads as it was trained
+        self.register_buffer("source_frame", torch.tensor(frame == "source"))
         if frame_scale not in ("log", "linear"):
             raise ValueError(f"`frame_scale` must be 'log' or 'linear', got {frame_scale!r}.")
         self.frame_scale = frame_scale
@@ -124,8 +136,16 @@ class FlowGenerator(FeatureStandardization, Generator):
             n_input, n_condition, n_hidden, n_layers, dropout, n_time_embedding
         )
         self.frame_head = (
-            _LinearPlusMLP(n_condition, 2 * n_input, n_hidden) if frame == "set" else None
+            _LinearPlusMLP(n_condition, 2 * n_input, n_hidden) if frame != "global" else None
         )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "source_frame"
+        if key not in state_dict:  # saved before frame="source": the flow ran in the set frame
+            state_dict[key] = torch.tensor(False)
+        if self.frame_head is not None:
+            self.frame_mode = "source" if bool(state_dict[key]) else "set"
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def _check_sampler(method: str, n_sampling_steps: int) -> tuple[str, int]:
@@ -154,24 +174,32 @@ class FlowGenerator(FeatureStandardization, Generator):
 
     def generative(self, z, cov, latent) -> dict[str, torch.Tensor]:
         """Frame of each cell's set, and the true and predicted velocity at time ``t`` of the
-        path from ``y0`` to the cell in that frame."""
+        cell's path: from the frame's Gaussian to the cell (``frame="source"``), or from
+        ``y0`` to the cell in the frame's coordinates."""
         condition = torch.cat([z, cov], dim=-1)
         loc, log_scale = self.frame(condition)
-        y1 = (latent["x1"] - loc.detach()) * torch.exp(-log_scale.detach())
-        y0, t = latent["y0"], latent["t"]
-        y_t = torch.lerp(y0, y1, t.unsqueeze(-1))
+        start, end = latent["y0"], latent["x1"]
+        if self.frame_mode == "source":
+            start = loc.detach() + torch.exp(log_scale.detach()) * start
+        else:
+            end = (end - loc.detach()) * torch.exp(-log_scale.detach())
+        t = latent["t"]
+        path = torch.lerp(start, end, t.unsqueeze(-1))
         return {
             "loc": loc,
             "log_scale": log_scale,
-            "velocity": y1 - y0,
-            "velocity_pred": self.network(y_t, t, condition),
+            "velocity": end - start,
+            "velocity_pred": self.network(path, t, condition),
         }
 
     def loss(self, x, latent, generative_outputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow-matching error plus the frame's Gaussian negative log-likelihood (up to a
-        constant) per cell, and a zero KL term."""
+        """Flow-matching error (in the frame's units) plus the frame's Gaussian negative
+        log-likelihood (up to a constant) per cell, and a zero KL term."""
         out = generative_outputs
-        reconstruction = (out["velocity_pred"] - out["velocity"]).pow(2).sum(-1)
+        error = (out["velocity_pred"] - out["velocity"]).pow(2)
+        if self.frame_mode == "source":  # data coordinates, measured in the frame's units
+            error = error * torch.exp(-2 * out["log_scale"].detach())
+        reconstruction = error.sum(-1)
         if self.frame_head is not None:
             residual = (latent["x1"] - out["loc"]) * torch.exp(-out["log_scale"])
             reconstruction = reconstruction + (0.5 * residual.pow(2) + out["log_scale"]).sum(-1)
@@ -206,6 +234,8 @@ class FlowGenerator(FeatureStandardization, Generator):
         loc, log_scale = self.frame(condition)
         loc, scale = loc[index], torch.exp(log_scale)[index]
         y = torch.randn_like(loc)
+        if self.frame_mode == "source":  # the path starts at the frame's Gaussian
+            y, loc, scale = loc + scale * y, torch.zeros_like(loc), torch.ones_like(scale)
         dt = 1.0 / n_steps
 
         def velocity(y_now: torch.Tensor, t: float) -> torch.Tensor:

@@ -54,8 +54,8 @@ ROWS: dict[str, dict] = {
     "- standardised encoder input": {"raw_input": True},
     "- mean skip in the encoder": {"gde": {"encoder_kwargs": {"mean_skip": False}}},
     "- frame (plain flow matching)": {"gde": {"generator_kwargs": {"frame": "global"}}},
-    "flow frame: set (flow in the frame's coordinates)": {
-        "gde": {"generator_kwargs": {"frame": "set"}}
+    "flow frame: source (paths from the frame's Gaussian)": {
+        "gde": {"generator_kwargs": {"frame": "source"}}
     },
     "- variable set sizes (all 64)": {"train": {"min_set_size": SET_SIZE}},
     "flow n_hidden 256": {"gde": {"generator_kwargs": {"n_hidden": 256}}},

@@ -105,7 +105,7 @@ MODELS = [
     # (label, encoder, generator, generator_kwargs); the first is GDE's default for continuous
     # data
     ("deepset + flow (default)", "deepset", "flow", None),
-    ("deepset + flow, set frame", "deepset", "flow", {"frame": "set"}),
+    ("deepset + flow, source frame", "deepset", "flow", {"frame": "source"}),
     ("deepset + diffusion", "deepset", "diffusion", None),
     ("deepset + CVAE", "deepset", "cvae", None),
     ("kme + diffusion", "kme", "diffusion", None),

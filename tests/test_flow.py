@@ -84,26 +84,6 @@ def test_frame_is_trained_by_the_gaussian_likelihood_and_the_flow_from_it(frame)
     )
 
 
-def test_weights_saved_before_the_source_frame_load_as_the_set_frame():
-    torch.manual_seed(0)
-    trained = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1, frame="set")
-    old_weights = {k: v for k, v in trained.state_dict().items() if k != "source_frame"}
-    loaded = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1)  # today's default: "source"
-    assert loaded.frame_mode == "source"
-    loaded.load_state_dict(old_weights)
-    assert loaded.frame_mode == "set"
-    z = torch.randn(4, 2)
-    torch.manual_seed(1)
-    expected = trained.sample(z, torch.zeros(4, 0))
-    torch.manual_seed(1)
-    torch.testing.assert_close(loaded.sample(z, torch.zeros(4, 0)), expected)
-    # weights saved with the buffer keep their own mode
-    source = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1)
-    as_set = FlowGenerator(3, 2, 0, n_hidden=16, n_layers=1, frame="set")
-    as_set.load_state_dict(source.state_dict())
-    assert as_set.frame_mode == "source"
-
-
 # Conditional Gaussians whose mean is a linear function of z and whose two coordinates are
 # correlated (rho = 0.8) with a spread 2.5x narrower than the marginal one: the frame gives the
 # location and the per-feature spread, the flow must add the correlation.

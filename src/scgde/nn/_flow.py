@@ -26,7 +26,7 @@ from ._generator import Generator
 from ._mlp import mlp
 
 ODE_METHODS = ("euler", "midpoint", "heun")
-FRAMES = ("source", "set", "global")
+FRAMES = ("set", "source", "global")
 
 #: Smallest scale of the set frame, in units of the training data's per-feature sd.
 MIN_FRAME_SCALE = 0.02
@@ -46,25 +46,22 @@ class _LinearPlusMLP(nn.Module):
 
 @doc_params(generator_args=GENERATOR_ARGS, continuous_likelihood=CONTINUOUS_LIKELIHOOD)
 class FlowGenerator(FeatureStandardization, Generator):
-    """Conditional flow matching from a location-scale frame predicted from ``z``.
+    """Conditional flow matching in a location-scale frame predicted from ``z``.
 
     Two parts, trained together:
 
     - a **frame** ``(m(z, cov), s(z, cov))``: a per-feature location and scale of the cells of a
       set (a linear map of the condition plus an MLP), trained by the Gaussian log-likelihood
       of the cells (it alone is a diagonal Gaussian model of the set);
-    - a **flow** from the frame's Gaussian to the cells: with noise ``e ~ N(0, I)``, the start
-      ``x0 = m + s e`` (``m``, ``s`` not differentiated here) and ``t ~ U(0, 1)``, a network
-      regresses the velocity of the straight path ``x_t = (1 - t) x0 + t x`` (Lipman et al.
-      2023, from a conditional Gaussian source): ``||(v(x_t, t, z, cov) - (x - x0)) / s||²``
-      summed over features, the error measured in the frame's units.
+    - a **flow** in that frame: with ``y = (x - m) / s`` (``m``, ``s`` not differentiated here),
+      noise ``y0 ~ N(0, I)`` and ``t ~ U(0, 1)``, a network regresses the velocity of the straight
+      path ``y_t = (1 - t) y0 + t y`` (Lipman et al. 2023; the Gaussian-to-data conditional path
+      with ``sigma_min = 0``): ``||v(y_t, t, z, cov) - (y - y0)||²`` summed over features.
 
-    Sampling draws ``x0`` from the frame, integrates ``dx/dt = v`` from ``t = 0`` to ``1`` with
-    a few fixed steps and returns ``x_1``. The frame puts the start of every path at the set's
-    location and spread, so the flow only moves cells into the set's shape, a short, nearly
-    straight path that few steps integrate well. The network reads cells in the data's
-    coordinates, so it needs ``z`` to say where the set is; this keeps distances between
-    embeddings close to the W2 distances between the sets (``frame="set"`` below loses that).
+    Sampling integrates ``dy/dt = v`` from ``t = 0`` to ``1`` with a few fixed steps and returns
+    ``m + s y``. The frame carries the set's location and spread exactly where the network
+    would have to learn them; the flow only moves unit-scale noise into the set's shape, a
+    short, nearly straight path that few steps integrate well.
 
     Like :class:`~scgde.nn.DiffusionGenerator`, it works on data standardised with the training
     data's per-feature statistics (:meth:`set_feature_statistics`), and clips generated cells to
@@ -79,13 +76,15 @@ class FlowGenerator(FeatureStandardization, Generator):
     n_time_embedding
         Number of sinusoidal features of the time.
     frame
-        ``"source"`` (default): the frame is the flow's source, as above. ``"set"``: the flow
-        runs in the frame's coordinates, ``y = (x - m) / s`` from ``N(0, I)``, and the network
-        never sees where the set is; cells are as faithful, but distances between embeddings
-        follow W2 less closely (``benchmarks/geometry.py``), and on sets that are mixtures of
-        3 Gaussians the generated mixtures were closer (GMM benchmark, 150 s: mixture-W2² 3.36
-        against 4.37), so try it for groups made of a few distinct populations. ``"global"``:
-        no frame (``m = 0``,
+        ``"set"`` (default): the flow in the frame, as above. ``"source"``: the frame is the
+        flow's source instead: each path starts at ``x0 = m + s y0`` and runs to the cell in
+        the data's (standardised) coordinates, the velocity error measured in the frame's
+        units; the network then needs ``z`` to say where the set is, and distances between
+        embeddings followed W2 more closely and more steadily (Spearman rho on Gaussians 0.937
+        and 0.945 in two runs, against 0.803 to 0.920 in four runs of ``"set"``), at a cost in
+        the generated cells (Normal at 240 s 0.0290 / 0.0306 against 0.0258 / 0.0263, GMM at
+        150 s 4.37 against 3.36): try it when the embedding's distances matter more than the
+        generated cells (``benchmarks/README.md``). ``"global"``: no frame (``m = 0``,
         ``s = 1`` in standardised units), plain conditional flow matching; it is less faithful
         on unimodal sets (Normal benchmark, 60 s: 0.043 against 0.027).
     frame_scale
@@ -95,8 +94,8 @@ class FlowGenerator(FeatureStandardization, Generator):
         scale) vectors, so a head linear in the scale asks ``z`` for a geometry closer to W2.
         With ``frame="set"``, one run of ``benchmarks/geometry.py`` (120 s each) gave Spearman
         rho of ``|z_i - z_j|`` with W2 0.924 against 0.815 with ``"log"`` on Gaussians, but a
-        second run of the same comparison gave 0.791 against 0.803; ``frame="source"`` (the
-        default) does more for the geometry.
+        second run of the same comparison gave 0.791 against 0.803; ``frame="source"`` does more
+        for the geometry.
     method
         Default ODE solver of :meth:`sample`: ``"euler"``, ``"midpoint"`` or ``"heun"``.
     n_sampling_steps
@@ -113,7 +112,7 @@ class FlowGenerator(FeatureStandardization, Generator):
         n_layers: int = 3,
         dropout: float = 0.0,
         n_time_embedding: int = 64,
-        frame: str = "source",
+        frame: str = "set",
         frame_scale: str = "log",
         method: str = "euler",
         n_sampling_steps: int = 10,
@@ -123,9 +122,6 @@ class FlowGenerator(FeatureStandardization, Generator):
         if frame not in FRAMES:
             raise ValueError(f"`frame` must be one of {FRAMES}, got {frame!r}.")
         self.frame_mode = frame
-        # saved with the weights, so that a model saved before "source" existed (whose flow
-        # ran in the set frame) loads as it was trained
-        self.register_buffer("source_frame", torch.tensor(frame == "source"))
         if frame_scale not in ("log", "linear"):
             raise ValueError(f"`frame_scale` must be 'log' or 'linear', got {frame_scale!r}.")
         self.frame_scale = frame_scale
@@ -138,14 +134,6 @@ class FlowGenerator(FeatureStandardization, Generator):
         self.frame_head = (
             _LinearPlusMLP(n_condition, 2 * n_input, n_hidden) if frame != "global" else None
         )
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "source_frame"
-        if key not in state_dict:  # saved before frame="source": the flow ran in the set frame
-            state_dict[key] = torch.tensor(False)
-        if self.frame_head is not None:
-            self.frame_mode = "source" if bool(state_dict[key]) else "set"
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def _check_sampler(method: str, n_sampling_steps: int) -> tuple[str, int]:

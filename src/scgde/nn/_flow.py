@@ -221,9 +221,10 @@ class FlowGenerator(FeatureStandardization, Generator):
         condition, index = distinct_conditions(z, cov)
         loc, log_scale = self.frame(condition)
         loc, scale = loc[index], torch.exp(log_scale)[index]
+        source = self.frame_mode == "source"
         y = torch.randn_like(loc)
-        if self.frame_mode == "source":  # the path starts at the frame's Gaussian
-            y, loc, scale = loc + scale * y, torch.zeros_like(loc), torch.ones_like(scale)
+        if source:  # the path starts at the frame's Gaussian and ends in the data's coordinates
+            y = loc + scale * y
         dt = 1.0 / n_steps
 
         def velocity(y_now: torch.Tensor, t: float) -> torch.Tensor:
@@ -237,5 +238,5 @@ class FlowGenerator(FeatureStandardization, Generator):
             elif method == "heun":
                 v = 0.5 * (v + velocity(y + dt * v, t + dt))
             y = y + dt * v
-        x = self.clip_standardized(loc + scale * y)
+        x = self.clip_standardized(y if source else loc + scale * y)
         return self.unstandardize(x)

@@ -21,6 +21,10 @@ by ``scgde.tl.score_perturbations`` on the held-out cells:
   embedding to its Severe shift, learnt from the other cell types (a context-aware shift).
 - **GDE latent arithmetic**: the same model, ``predict(method="latent_arithmetic")``: HC
   embedding plus the mean latent Severe − HC shift of the other cell types (scGen-style).
+  Both predict counterfactual cells (the default ``cells="counterfactual"``: each predicted
+  cell is an HC cell of the held-out cell type moved to the predicted embedding).
+- **GDE predictor, generated cells**: the predictor with ``cells="generated"``: new cells
+  generated from the predicted embedding.
 - **mean shift**: ``scgde.tl.mean_shift_baseline``: the mean Severe − HC pseudobulk shift of
   the other cell types (the held-out cell type has no training pair).
 - **ridge (one-hot)**: ``scgde.tl.ridge_baseline`` on the model's one-hot feature table plus
@@ -67,8 +71,9 @@ from _common import (  # noqa: E402
 
 CONDITION, CELL_TYPE, CONTROL, PERTURBED = "condition", "cell_type", "HC", "Severe"
 GDE_P, GDE_LA = "GDE predictor", "GDE latent arithmetic"
+GDE_GEN = "GDE predictor, generated cells"
 MEAN, RIDGE = "mean shift", "ridge (one-hot)"
-METHODS = (GDE_P, GDE_LA, MEAN, RIDGE)
+METHODS = (GDE_P, GDE_LA, GDE_GEN, MEAN, RIDGE)
 
 PROFILES = {
     "default": {
@@ -176,9 +181,18 @@ def run_fold(adata, adata_log, held: str, cfg: dict, max_epochs: int, seed: int)
 
     model, info = train_gde(train_adata, cfg, max_epochs, seed)
     predictions = {}
-    for method, name in ((GDE_P, "predictor"), (GDE_LA, "latent_arithmetic")):
+    for method, name, cells in (
+        (GDE_P, "predictor", "counterfactual"),
+        (GDE_LA, "latent_arithmetic", "counterfactual"),
+        (GDE_GEN, "predictor", "generated"),
+    ):
         pred = model.predict(
-            PERTURBED, contexts=held, n_cells=cfg["n_predicted_cells"], method=name, seed=seed
+            PERTURBED,
+            contexts=held,
+            n_cells=cfg["n_predicted_cells"],
+            method=name,
+            seed=seed,
+            cells=cells,
         )
         predictions[method] = (log_normalized(pred), pred.uns["predicted_shift"])
 
@@ -411,16 +425,18 @@ HC cells, so all their scores coincide.
   `scvi.settings.seed = seed`. With a single perturbation the shift predictor has no
   validation perturbations, so it trains for all {cfg["predictor_epochs"]} epochs.
   `predict("Severe", contexts=held_out, n_cells={cfg["n_predicted_cells"]}, method=...,
-  seed=seed)`. Training length is fixed in epochs (not wall time), so the results do not
-  depend on the machine's load.
+  seed=seed)` with the default `cells="counterfactual"` (each predicted cell is an HC cell of
+  the held-out cell type moved from `z_ctrl` to the predicted embedding); "generated cells":
+  `cells="generated"`, new cells generated from the predicted embedding (the default
+  before). Training length is fixed in epochs (not wall time), so the results do not depend
+  on the machine's load.
 - Baselines on log1p(CP10k) training data: `mean_shift_baseline`, `ridge_baseline(alpha=1)`
   with the model's feature table; predicted cells = every HC cell of the held-out cell type
   plus the predicted shift.
 - Scores: `score_perturbations(predicted, observed, "HC", "condition", "cell_type",
   predicted_shift=predicted.uns["predicted_shift"], seed=seed)` (20 top DE genes, 30 PCs, at
   most 500 cells per set for the energy distance); observed = HC and Severe cells of the
-  held-out cell type, log1p(CP10k). GDE's cells are generated counts, log-normalised the same
-  way.
+  held-out cell type, log1p(CP10k). GDE's cells are counts, log-normalised the same way.
 
 ## Machine
 

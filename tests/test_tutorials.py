@@ -177,8 +177,13 @@ def _check_perturbations(text: str, n_images: int) -> None:
     steps = _number(r"trained for (\d+) steps", text)
     assert steps >= 1500
 
-    methods = ("GDE predictor", "GDE latent arithmetic", "mean shift")
-    for method in methods[:2]:
+    methods = (
+        "GDE predictor",
+        "GDE latent arithmetic",
+        "GDE predictor, generated cells",
+        "mean shift",
+    )
+    for method in methods[:3]:
         assert f"{method}: predicted 500 cells of Severe | {held}" in text
 
     # the score table: one row per method, every score finite and in range
@@ -193,7 +198,7 @@ def _check_perturbations(text: str, n_images: int) -> None:
         assert all(np.isfinite([r2, mse, r2_top, mse_top, energy])), method
         assert 0 <= r2 <= 1 and 0 <= r2_top <= 1, method
         assert mse >= 0 and mse_top >= 0 and energy >= 0, method
-        # GDE generates 500 cells; the mean-shift baseline shifts every HC cell once
+        # GDE predicts 500 cells; the mean-shift baseline shifts every HC cell once
         assert n_predicted == (n_hc if method == "mean shift" else 500), method
         assert n_observed == n_severe, method
     # the winner of each metric is printed, not assumed

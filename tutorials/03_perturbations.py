@@ -145,11 +145,16 @@ pd.DataFrame({"|Δz|": norms, "cosine with the mean Δz": cosine}, index=delta.i
 #
 # `predict` starts from the embedding of the held-out cell type's HC cells and adds the predicted
 # shift (`method="predictor"`) or the mean shift of the training cell types
-# (`method="latent_arithmetic"`). It returns generated **counts**: each predicted cell takes the
-# library size and covariates of a random HC cell of the cell type. `uns["predicted_shift"]` is
-# the predicted pseudobulk shift in log-normalised expression, taken between the predicted cells
-# and the same HC cells decoded from `z_ctrl` with the same noise, which cancels the generator's
-# own bias.
+# (`method="latent_arithmetic"`). It returns **counts**. By default (`cells="counterfactual"`)
+# each predicted cell is a real HC cell of the cell type, moved by the generator: the CVAE
+# decodes the cell from its own latent under the HC embedding and under the predicted one, and
+# thins or adds counts by how the decoded means change. The 205 HC monocytes are drawn 500
+# times (with replacement, since there are fewer than 500). With `cells="generated"` the cells
+# are new draws from the generator at the predicted embedding instead; we keep both to compare.
+# `uns["predicted_shift"]` is the predicted pseudobulk shift in log-normalised expression,
+# between the predicted cells and the HC cells they come from (counterfactual) or the same HC
+# cells decoded from `z_ctrl` with the same noise (generated), which cancels the generator's own
+# bias.
 
 # %%
 N_CELLS = 500
@@ -159,6 +164,9 @@ predicted = {
     ),
     "GDE latent arithmetic": model.predict(
         "Severe", contexts=HELD_OUT, n_cells=N_CELLS, method="latent_arithmetic"
+    ),
+    "GDE predictor, generated cells": model.predict(
+        "Severe", contexts=HELD_OUT, n_cells=N_CELLS, method="predictor", cells="generated"
     ),
 }
 for method, cells in predicted.items():
@@ -230,9 +238,10 @@ for metric in ["r2", "mse", "r2_top_de", "mse_top_de", "energy_distance"]:
 #   HC pseudobulk, so its sampling noise correlates them. Judge `r2` against the mean-shift
 #   baseline, which knows nothing about monocytes.
 # - The mean-shift cells are the real HC monocytes (all 205, `n_predicted`) moved by one constant
-#   vector, so they keep real cell-to-cell variation; the GDE cells are generated (500). The
-#   energy distance compares whole distributions and is biased upwards for smaller sets, so read
-#   it as a check on the generated cells rather than a fair race.
+#   vector; the GDE predictor's are the same HC monocytes (500 draws) each moved by the
+#   generator, so both keep real cell-to-cell variation. The generated cells (500) carry the
+#   generator's own noise and sparsity, which the energy distance penalises whatever the
+#   condition: compare the predictor's two rows.
 # - Latent arithmetic and the predictor share the embedding and the generator; where they
 #   differ, that is the difference between the average shift and a shift that depends on the
 #   cell type.
@@ -280,21 +289,18 @@ fig.tight_layout();
 #
 # Means are not everything: the predicted cells should also look like Severe monocytes one by
 # one. A UMAP of the held-out cell type's real HC cells and its real (hidden) Severe cells, with
-# the cells the GDE predictor generated. Generated cells can differ from real ones in ways that
-# have nothing to do with the condition (their noise and sparsity come from the model), so a
-# fourth group is the control for that: the model's own **HC** cells, decoded from `z_ctrl`
-# without any shift (`predict("HC", ...)`), with the same library sizes. The UMAP is computed on
-# the log-normalised expression of all four groups together; each panel highlights one group
-# over the others in grey — real cells on top, generated ones below.
+# the Severe cells the GDE predictor predicts in both forms: counterfactual (real HC cells moved
+# by the generator, the default) and generated (new cells drawn at the predicted embedding).
+# The UMAP is computed on the log-normalised expression of all four groups together; each
+# panel highlights one group over the others in grey — real cells on top, predicted below.
 
 # %%
-generated_hc = log_normalized(model.predict("HC", contexts=HELD_OUT, n_cells=N_CELLS))
 cells = ad.concat(
     {
         "real HC": observed_log[observed_log.obs["condition"] == "HC"],
         "real Severe": observed_log[observed_log.obs["condition"] == "Severe"],
-        "generated HC (GDE, no shift)": generated_hc,
-        "predicted Severe (GDE)": candidates["GDE predictor"][0],
+        "predicted Severe (GDE, counterfactual)": candidates["GDE predictor"][0],
+        "predicted Severe (GDE, generated)": candidates["GDE predictor, generated cells"][0],
     },
     label="cells",
     index_unique="-",
@@ -307,8 +313,8 @@ xy = cells.obsm["X_umap"]
 colours = {
     "real HC": "tab:blue",
     "real Severe": "tab:orange",
-    "generated HC (GDE, no shift)": "tab:purple",
-    "predicted Severe (GDE)": "tab:green",
+    "predicted Severe (GDE, counterfactual)": "tab:green",
+    "predicted Severe (GDE, generated)": "tab:purple",
 }
 fig, axes = plt.subplots(2, 2, figsize=(9, 8), sharex=True, sharey=True)
 for ax, (group, colour) in zip(axes.flat, colours.items(), strict=True):
@@ -322,19 +328,22 @@ fig.suptitle(f"UMAP of {HELD_OUT} cells", fontsize=11)
 fig.tight_layout();
 
 # %% [markdown]
-# Read the panels in two directions. **Down the columns**: where generated cells cover a
-# region of their own, away from the real cells above them, the generator's cells differ from
-# real ones whatever the condition — that is what the energy distance in the table penalises,
-# and why the model's shift is scored between its own predicted and decoded control cells.
-# **Across the bottom row**: how far the predicted Severe cells (green) move from the generated
-# HC cells (purple), compared with how far real Severe cells (orange) lie from real HC cells
-# (blue), shows whether the predicted shift has the direction and size of the real one.
+# Read the panels in two directions. **Down the right column**: where generated cells cover a
+# region of their own, away from the real Severe cells above them, the generator's cells differ
+# from real ones whatever the condition — that is what the energy distance in the table
+# penalises, and why `predict` moves real control cells by default. **Across the rows**: how
+# far the predicted Severe cells (green) lie from the real HC cells (blue) they come from,
+# compared with how far real Severe cells (orange) lie from them, shows whether the predicted
+# shift has the direction and size of the real one.
 #
 # ## What we learnt
 #
 # - `PerturbationGDE` turns a condition × cell type design into sets, and predicts the cells of
 #   an unseen pair from the context's control cells: `setup_anndata(perturbation_key=...,
 #   control=..., context_key=...)`, `train`, `predict`.
+# - `predict` moves the context's real control cells to the predicted embedding
+#   (`cells="counterfactual"`), so the predicted cells keep the variation of real cells;
+#   `cells="generated"` draws new cells from the generator instead.
 # - Predictions of all methods, model or baseline, go through one scoring path
 #   (`scgde.tl.score_perturbations` on log-normalised data, with the model's bias-corrected
 #   `uns["predicted_shift"]`), so the numbers are comparable; the mean-shift baseline is the bar

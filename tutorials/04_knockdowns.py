@@ -94,8 +94,10 @@ fig.tight_layout();
 #
 # ## Predict the held-out knock-downs and score them
 #
-# `predict` decodes cells from the control embedding moved by the predicted shift, then lowers
-# each target gene's generated counts to the knock-down factor. The shift is scaled by
+# `predict` moves each control cell from the control embedding to the control embedding plus
+# the predicted shift (the generator decodes it under both and thins or adds counts by the
+# change of its decoded means), then lowers each target gene's counts to the knock-down
+# factor. The shift is scaled by
 # `shift_scale_`, the scale (0 to 1) whose decoded shifts came closest to the observed ones
 # for training knock-downs held out of the predictor's fit: where the predicted shifts of
 # unseen targets carry no signal, it goes to 0 and the prediction is the control cells with

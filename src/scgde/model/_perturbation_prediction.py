@@ -19,6 +19,7 @@ from ._embedding_mixin import embedding_columns
 #: Default key of ``adata.uns`` for the perturbation embeddings (mean shift in ``z``).
 PERTURBATION_KEY_ADDED = "X_gde_perturbation"
 _METHODS = ("predictor", "latent_arithmetic")
+_CELLS = ("counterfactual", "generated")
 #: Scales of the predicted shift tried by the calibration, and the cells decoded per pair.
 _CALIBRATION_SCALES = np.round(np.linspace(0.0, 1.0, 11), 2)
 _CALIBRATION_CELLS = 200
@@ -62,6 +63,7 @@ class PredictionMixin:
         batch_size: int = 4096,
         sampler_kwargs: dict | None = None,
         target_knockdown: bool | None = None,
+        cells: str = "counterfactual",
     ) -> AnnData:
         """Predict the cells of perturbations in contexts, from the contexts' control cells.
 
@@ -86,22 +88,34 @@ class PredictionMixin:
             Seed of the generated cells (the same cells on every call by default, as in
             :meth:`~scgde.model.GDE.sample`); ``None``: fresh cells on every call.
         batch_size
-            Cells per chunk when embedding the controls.
+            Cells per chunk when embedding the controls and moving them.
         sampler_kwargs
             Passed to the generator's sampler (see :meth:`scgde.model.GDE.sample`).
         target_knockdown
             Knock the target genes down in the predicted cells (see the class parameter);
             ``None``: the model's setting (``target_knockdown_``).
+        cells
+            ``"counterfactual"`` (default): each predicted cell is a real control cell of the
+            context (drawn without replacement where there are ``n_cells``) moved from
+            ``z_ctrl`` to the predicted embedding by the generator
+            (:meth:`scgde.nn.Generator.counterfactual`; for counts, the CVAE thins or adds
+            counts by how its decoded means change), so the cells keep the control cells'
+            variation and a null shift leaves them unchanged. ``"generated"``: new cells
+            generated from the predicted embedding. On simulated knock-downs the
+            counterfactual cells are 2.3 times closer to the held-out cells in energy
+            distance (0.219 against 0.497), level with the mean-shift baseline (0.221;
+            ``benchmarks/perturbation_sim.py``).
 
         Returns
         -------
         AnnData of predicted cells (raw counts for count likelihoods) with
-        ``obs[perturbation_key]`` and ``obs[context_key]``; each cell copies the covariates and
-        library size of a random control cell of its context. ``uns["predicted_shift"]``:
-        the predicted pseudobulk shift (pairs × genes; indexed like
-        :func:`scgde.tl.pseudobulk_shifts`), in log1p(counts per 10k) for count data: the mean
-        of the predicted cells minus the mean of the same control cells decoded from
-        ``z_ctrl`` with the same noise, which cancels the generator's bias (pass it to
+        ``obs[perturbation_key]`` and ``obs[context_key]``; each cell keeps (counterfactual)
+        or copies (generated) the covariates and library size of a control cell of its
+        context. ``uns["predicted_shift"]``: the predicted pseudobulk shift (pairs × genes;
+        indexed like :func:`scgde.tl.pseudobulk_shifts`), in log1p(counts per 10k) for count
+        data: the mean of the predicted cells minus the mean of the control cells they come
+        from (counterfactual), or of the same control cells decoded from ``z_ctrl`` with the
+        same noise (generated), which cancels the generator's bias (pass it to
         :func:`scgde.tl.score_perturbations` as ``predicted_shift``);
         ``uns["predicted_embedding"]``: the decoded embeddings;
         ``uns["perturbation_prediction"]``: the settings; with ``target_knockdown``,
@@ -114,6 +128,8 @@ class PredictionMixin:
             knockdown = self._resolve_knockdown(True)
         if method not in _METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {_METHODS}.")
+        if cells not in _CELLS:
+            raise ValueError(f"Unknown `cells` {cells!r}; choose one of {_CELLS}.")
         n_cells = check_int(n_cells, "n_cells")
         if self.latent_shifts_ is None:
             raise RuntimeError("The shift predictor is not trained: call `model.train()`.")
@@ -127,10 +143,17 @@ class PredictionMixin:
         names = [self._set_name(p, c) for p, c in pairs]
         rows = self._set_rows(adata)
         donors = [rows[self._set_name(self.control, c)] for _, c in pairs]
-        x = self._generate(adata, z_pred, donors, n_cells, None, seed, sampler_kwargs, True)
-        # the same cells, libraries and noise decoded from z_ctrl: the shift between the two
-        # cancels the generator's own bias (common random numbers)
-        x_control = self._generate(adata, z_ctrl, donors, n_cells, None, seed, sampler_kwargs, True)
+        if cells == "counterfactual":
+            x, x_control = self._counterfactual(
+                adata, z_ctrl, z_pred, donors, n_cells, seed, sampler_kwargs, batch_size
+            )
+        else:
+            x = self._generate(adata, z_pred, donors, n_cells, None, seed, sampler_kwargs, True)
+            # the same cells, libraries and noise decoded from z_ctrl: the shift between the
+            # two cancels the generator's own bias (common random numbers)
+            x_control = self._generate(
+                adata, z_ctrl, donors, n_cells, None, seed, sampler_kwargs, True
+            )
         if knockdown:
             knocked_down = self._knock_down_targets(
                 x, x_control, [p for p, _ in pairs], n_cells, seed
@@ -160,6 +183,7 @@ class PredictionMixin:
         )
         out.uns["perturbation_prediction"] = {
             "method": method,
+            "cells": cells,
             "perturbation_key": self.perturbation_key,
             "context_key": self.context_key,
             "control": self.control,

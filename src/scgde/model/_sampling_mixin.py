@@ -185,6 +185,44 @@ class SamplingMixin:
             chunks.append(generated.cpu().numpy())
         return np.concatenate(chunks).astype(np.float32)
 
+    @torch.inference_mode()
+    def _counterfactual(
+        self,
+        adata,
+        z_from: np.ndarray,
+        z_to: np.ndarray,
+        donors: Sequence[np.ndarray],
+        n_cells: int,
+        seed: int | None,
+        sampler_kwargs: dict | None,
+        batch_size: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``n_cells`` real cells per row: drawn from ``donors[row]`` (without replacement
+        where there are enough), and the same cells moved from ``z_from[row]`` to
+        ``z_to[row]`` (see :meth:`scgde.module.GDEModule.counterfactual`). Returns
+        ``(moved, real)``."""
+        self.module.eval()
+        rng = np.random.default_rng(seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+        reference = self._registered(adata)
+        moved, real = [], []
+        for g in range(len(z_to)):
+            cells = rng.choice(donors[g], n_cells, replace=n_cells > len(donors[g]))
+            for start in range(0, n_cells, batch_size):
+                chunk = cells[start : start + batch_size]
+                tensors = {k: v.to(self.device) for k, v in reference.rows(chunk).items()}
+                rows = [
+                    torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
+                        len(chunk), -1
+                    )
+                    for z in (z_from, z_to)
+                ]
+                out = self.module.counterfactual(tensors, *rows, sampler_kwargs)
+                moved.append(out.cpu().numpy())
+                real.append(self.module.modelled_data(tensors).cpu().numpy())
+        return np.concatenate(moved).astype(np.float32), np.concatenate(real).astype(np.float32)
+
     def _generated_mudata(self, x: np.ndarray, obs: pd.DataFrame):
         """Generated RNA and protein counts as a MuData with the model's modality names."""
         from mudata import MuData

@@ -302,6 +302,24 @@ class GDEModule(BaseModuleClass):
         return self.generator.sample(z, cov, library, **(sampler_kwargs or {}))
 
     @torch.inference_mode()
+    def counterfactual(
+        self,
+        tensors: dict[str, torch.Tensor],
+        z_from: torch.Tensor,
+        z_to: torch.Tensor,
+        sampler_kwargs: dict | None = None,
+    ) -> torch.Tensor:
+        """The cells in ``tensors``, of sets embedded as ``z_from``, moved to sets embedded as
+        ``z_to`` (one row of each per cell), with their own covariates and library sizes; see
+        :meth:`scgde.nn.Generator.counterfactual`."""
+        x = self.modelled_data(tensors)
+        cov = self.covariate_vector(tensors, x.shape[0])
+        library = block_totals(x, self.block_sizes).clamp(min=1.0) if self.count_data else None
+        return self.generator.counterfactual(
+            x, self.encoder_input(x), z_from, z_to, cov, library, **(sampler_kwargs or {})
+        )
+
+    @torch.inference_mode()
     def cell_latent(self, tensors: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         """Per-cell latent representation of the cells in ``tensors`` given their set's ``z``
         (generators with ``has_cell_latent``, e.g. the CVAE's posterior mean of ``u``)."""

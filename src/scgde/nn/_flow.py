@@ -141,6 +141,13 @@ class FlowGenerator(FeatureStandardization, Generator):
             raise ValueError(f"Unknown ODE method {method!r}; choose one of {ODE_METHODS}.")
         return method, check_int(n_sampling_steps, "n_sampling_steps")
 
+    def _sampler(self, method: str | None, n_sampling_steps: int | None) -> tuple[str, int]:
+        """The solver and its number of steps: those given, else the constructor's."""
+        return self._check_sampler(
+            self.method if method is None else method,
+            self.n_sampling_steps if n_sampling_steps is None else n_sampling_steps,
+        )
+
     def frame(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Location and log-scale of each cell's set, in standardised units."""
         if self.frame_head is None:
@@ -214,29 +221,63 @@ class FlowGenerator(FeatureStandardization, Generator):
         method
             ``"euler"``, ``"midpoint"`` or ``"heun"`` (default: the constructor's ``method``).
         """
-        method, n_steps = self._check_sampler(
-            self.method if method is None else method,
-            self.n_sampling_steps if n_sampling_steps is None else n_sampling_steps,
-        )
+        method, n_steps = self._sampler(method, n_sampling_steps)
         condition, index = distinct_conditions(z, cov)
-        loc, log_scale = self.frame(condition)
-        loc, scale = loc[index], torch.exp(log_scale)[index]
-        source = self.frame_mode == "source"
+        loc, scale = self._frame_of_cells(condition, index)
         y = torch.randn_like(loc)
-        if source:  # the path starts at the frame's Gaussian and ends in the data's coordinates
+        if self.frame_mode == "source":  # the path starts at the frame's Gaussian
             y = loc + scale * y
-        dt = 1.0 / n_steps
+        y = self._solve(y, condition, index, method, n_steps, reverse=False)
+        return self.unstandardize(self.clip_standardized(self._to_data(y, loc, scale)))
+
+    @torch.no_grad()
+    def counterfactual(
+        self, x, x_in, z_from, z_to, cov, library=None, n_sampling_steps=None, method=None
+    ):
+        """Each cell ``x`` moved from the set ``z_from`` to the set ``z_to`` along the flow:
+        the ODE is integrated backwards from the cell under ``z_from`` to its own noise, then
+        forwards from that noise under both embeddings; the cell moves by the difference of
+        the two ends (which cancels the solver's error of the round trip, so a cell does not
+        move when ``z_to == z_from``). Sampler options as in :meth:`sample`."""
+        method, n_steps = self._sampler(method, n_sampling_steps)
+        source = self.frame_mode == "source"
+        noise, ends = None, []
+        for z in (z_from, z_to):
+            condition, index = distinct_conditions(z, cov)
+            loc, scale = self._frame_of_cells(condition, index)
+            if noise is None:  # the cell's own noise: its path under z_from, backwards
+                end = self.standardize(x)
+                start = self._solve(
+                    end if source else (end - loc) / scale, condition, index, method, n_steps, True
+                )
+                noise = (start - loc) / scale if source else start
+            start = loc + scale * noise if source else noise
+            end = self._solve(start, condition, index, method, n_steps, reverse=False)
+            ends.append(self._to_data(end, loc, scale))
+        return x + (ends[1] - ends[0]) * self.feature_std
+
+    def _frame_of_cells(self, condition, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of each cell's frame (``index``: its row of ``condition``)."""
+        loc, log_scale = self.frame(condition)
+        return loc[index], torch.exp(log_scale)[index]
+
+    def _to_data(self, y: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The end of a path in standardised data coordinates."""
+        return y if self.frame_mode == "source" else loc + scale * y
+
+    def _solve(self, y, condition, index, method: str, n_steps: int, reverse: bool):
+        """Integrate the flow from ``t = 0`` to 1 (``reverse``: from 1 to 0) in ``n_steps``."""
+        dt = (-1.0 if reverse else 1.0) / n_steps
 
         def velocity(y_now: torch.Tensor, t: float) -> torch.Tensor:
             return self.network(y_now, torch.full_like(condition[:, 0], t), condition, index)
 
         for i in range(n_steps):
-            t = i * dt
+            t = (1.0 if reverse else 0.0) + i * dt
             v = velocity(y, t)
             if method == "midpoint":
                 v = velocity(y + 0.5 * dt * v, t + 0.5 * dt)
             elif method == "heun":
                 v = 0.5 * (v + velocity(y + dt * v, t + dt))
             y = y + dt * v
-        x = self.clip_standardized(y if source else loc + scale * y)
-        return self.unstandardize(x)
+        return y

@@ -79,6 +79,42 @@ class Generator(nn.Module, metaclass=ABCMeta):
         latent = self.inference(x, x_in, z)
         return latent, self.generative(z, cov, latent)
 
+    def counterfactual(
+        self,
+        x: torch.Tensor,
+        x_in: torch.Tensor,
+        z_from: torch.Tensor,
+        z_to: torch.Tensor,
+        cov: torch.Tensor,
+        library: torch.Tensor | None = None,
+        **sampler_kwargs,
+    ) -> torch.Tensor:
+        """Each cell ``x`` of a set embedded as ``z_from``, moved to the set embedded as ``z_to``.
+
+        The default, for continuous data: ``x + sample(z_to) - sample(z_from)`` with the same
+        noise for both samples (common random numbers), so that a cell moves by what the
+        change of embedding alone changes, keeps its own position within its set, and does not
+        move at all when ``z_to == z_from``. Generators that can recover a cell's own latent
+        variables (the CVAE's posterior, the flow's inverse ODE) override it.
+
+        Parameters
+        ----------
+        x, x_in
+            The cells as modelled and as the set encoder reads them (as in :meth:`inference`).
+        z_from, z_to
+            Embedding of each cell's set, and the embedding to move it to; one row per cell.
+        cov
+            Covariates of each cell (kept).
+        library
+            ``(n_cells, n_blocks)`` library sizes of count models (kept).
+        **sampler_kwargs
+            Passed to :meth:`sample`.
+        """
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            to = self.sample(z_to, cov, library, **sampler_kwargs)
+        source = self.sample(z_from, cov, library, **sampler_kwargs)
+        return x + (to - source)
+
     def cell_latent(self, x_in: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Per-cell latent representation (generators with :attr:`has_cell_latent`)."""
         raise NotImplementedError(f"{type(self).__name__} has no per-cell latent representation.")

@@ -166,12 +166,47 @@ class CVAEGenerator(Generator):
 
     def sample(self, z, cov, library, **sampler_kwargs) -> torch.Tensor:
         """Draw one cell per row of ``z`` (``u`` from the prior); takes no sampler options."""
-        if sampler_kwargs:
-            raise ValueError(
-                f"The CVAE generator takes no sampler options, got {sorted(sampler_kwargs)}."
-            )
+        _no_sampler_options(sampler_kwargs)
         u = self.prior(z, cov).sample()
         return self.likelihood_distribution(u, z, cov, library).sample()
+
+    def counterfactual(self, x, x_in, z_from, z_to, cov, library=None, **sampler_kwargs):
+        """Each cell ``x`` moved from the set ``z_from`` to the set ``z_to`` through its own
+        ``u`` (posterior mean given ``z_from``): its decoded means ``m_from`` and ``m_to``
+        under both embeddings tell how each feature changes. Continuous data:
+        ``x + m_to - m_from``. Counts (see :func:`transport_counts`): each count is thinned
+        to ``m_to / m_from`` where the mean falls and gains Poisson counts of mean
+        ``m_to - m_from`` where it rises, so the cell keeps its own counts, library and
+        sparsity, and is unchanged when ``z_to == z_from``. Takes no sampler options."""
+        _no_sampler_options(sampler_kwargs)
+        u = self.cell_latent(x_in, z_from)
+        source = self.likelihood_distribution(u, z_from, cov, library).mean
+        target = self.likelihood_distribution(u, z_to, cov, library).mean
+        if self.likelihood == "gaussian":
+            return x + (target - source)
+        return transport_counts(x, source, target)
+
+
+def _no_sampler_options(sampler_kwargs: dict) -> None:
+    if sampler_kwargs:
+        raise ValueError(
+            f"The CVAE generator takes no sampler options, got {sorted(sampler_kwargs)}."
+        )
+
+
+def transport_counts(x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Counts ``x`` moved from expected counts ``source`` to expected counts ``target``.
+
+    Where the mean falls, each count keeps a binomial fraction ``target / source`` of itself;
+    where it rises, it gains a Poisson draw of mean ``target - source`` (so a feature the cell
+    does not express can appear). The expected result is ``x * target / source`` where the
+    mean falls and ``x + target - source`` where it rises: both equal ``target`` when ``x``
+    is at its mean ``source``.
+    """
+    keep = torch.where(source > 0, target / source.clamp(min=1e-12), 1.0).clamp(0.0, 1.0)
+    counts = torch.round(x).clamp(min=0.0)
+    kept = torch.distributions.Binomial(total_count=counts, probs=keep).sample()
+    return kept + torch.poisson((target - source).clamp(min=0.0))
 
 
 #: Generators by name; add one by subclassing :class:`Generator` and registering it here.

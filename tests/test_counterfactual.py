@@ -144,3 +144,111 @@ def test_counterfactual_cells_keep_their_library_sizes_roughly(trained):
 def test_unknown_cells_option_is_an_error(trained):
     with pytest.raises(ValueError, match="Unknown `cells`"):
         trained.predict("control", cells="real")
+
+
+# ------------------------------------------------------------------ GDE.counterfactual_cells
+def _two_kinds_of_groups(seed=0, n_groups=8, n_cells=60, n_genes=40):
+    """NB counts; groups of kind "b" express genes 0-9 five times more than kind "a"."""
+    import anndata as ad
+    import pandas as pd
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    base = np.exp(rng.uniform(np.log(0.5), np.log(5.0), n_genes))
+    rows, groups, kinds = [], [], []
+    for g in range(n_groups):
+        kind = "ab"[g % 2]
+        mean = base.copy()
+        if kind == "b":
+            mean[:10] *= 5.0
+        size = np.exp(rng.normal(0.0, 0.2, (n_cells, 1)))
+        rows.append(rng.negative_binomial(5, 5 / (5 + size * mean)))
+        groups += [f"{kind}{g}"] * n_cells
+        kinds += [kind] * n_cells
+    names = [f"c{i}" for i in range(len(groups))]
+    obs = pd.DataFrame({"group": groups, "kind": kinds}, index=names)
+    x = sparse.csr_matrix(np.concatenate(rows).astype(np.float32))
+    return ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+
+
+@pytest.fixture(scope="module")
+def two_kinds():
+    from scgde.model import GDE
+
+    adata = _two_kinds_of_groups()
+    scvi.settings.seed = 0
+    GDE.setup_anndata(adata, group_key="group")
+    model = GDE(adata, n_latent=4, encoder_kwargs={"n_hidden": 32})
+    model.train(max_epochs=400, set_size=32, train_size=1.0, enable_progress_bar=False)
+    return adata, model
+
+
+def test_cells_moved_to_their_own_group_are_the_cells_themselves(two_kinds):
+    adata, model = two_kinds
+    moved = model.counterfactual_cells(to="a0", groups=["a0"])
+    cells = adata[adata.obs["group"] == "a0"]
+    assert list(moved.obs_names) == list(cells.obs_names)
+    np.testing.assert_array_equal(moved.X.toarray(), cells.X.toarray())
+    assert set(moved.obs["group"]) == {"a0"} and set(moved.obs["moved_to"]) == {"a0"}
+
+
+def test_cells_moved_to_another_kind_of_group_take_on_its_expression(two_kinds):
+    """Cells of an "a" group moved to a "b" group gain on genes 0-9 (five-fold in truth)
+    relative to the others, and keep their library sizes: the decoder's means are shares of
+    the cell's library, so the other genes' counts fall as genes 0-9 take a larger share."""
+    adata, model = two_kinds
+    moved = model.counterfactual_cells(to="b1", groups=["a0", "a2"])
+    source = adata[adata.obs["group"].isin(["a0", "a2"])].X.toarray()
+    change = np.log((moved.X.toarray().mean(0) + 0.1) / (source.mean(0) + 0.1))
+    truth = np.r_[np.full(10, np.log(5.0)), np.zeros(adata.n_vars - 10)]
+    assert np.corrcoef(change, truth)[0, 1] > 0.8
+    assert change[:10].mean() - change[10:].mean() > 0.5 * np.log(5.0)
+    # a Poisson and binomial change of ~100 counts per cell keeps the mean total within 5%
+    assert abs(moved.X.sum(1).mean() / source.sum(1).mean() - 1.0) < 0.05
+
+
+def test_moved_cells_can_be_drawn_and_take_an_embedding(two_kinds):
+    adata, model = two_kinds
+    z = model.get_distribution_embedding(adata, key_added=None)
+    moved = model.counterfactual_cells(to=z.loc["b1"], groups=["a0"], n_cells=90, seed=1)
+    assert moved.n_obs == 90 and moved.obs_names.is_unique  # 60 cells drawn 90 times
+    assert set(moved.obs["moved_to"]) == {"b1"}
+    by_name = model.counterfactual_cells(to="b1", groups=["a0"], n_cells=90, seed=1)
+    np.testing.assert_array_equal(moved.X.toarray(), by_name.X.toarray())
+    unnamed = model.counterfactual_cells(to=z.loc["b1"].to_numpy(), groups=["a0"], n_cells=5)
+    assert set(unnamed.obs["moved_to"]) == {"embedding"}
+
+
+def test_counterfactual_cells_errors(two_kinds):
+    adata, model = two_kinds
+    z = model.get_distribution_embedding(adata, key_added=None)
+    with pytest.raises(ValueError, match="not a table"):
+        model.counterfactual_cells(to=z)
+    with pytest.raises(ValueError, match="must be finite with 4 columns"):
+        model.counterfactual_cells(to=np.zeros(3))
+    with pytest.raises(ValueError, match="nope"):
+        model.counterfactual_cells(to="nope")
+
+
+def test_continuous_data_move_along_the_flow_and_stay_when_the_embedding_does_not_change():
+    """The default generator of continuous data is the flow: a cell moved to its own group's
+    embedding comes back exactly (the backward and forward solves cancel), and moved to
+    another kind of group it gains on genes 0-9."""
+    import scanpy as sc
+
+    from scgde.model import GDE
+
+    adata = _two_kinds_of_groups(seed=1)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    scvi.settings.seed = 0
+    GDE.setup_anndata(adata, group_key="group")
+    model = GDE(adata, n_latent=4, encoder_kwargs={"n_hidden": 32})
+    assert model.generator_name_ == "flow"
+    model.train(max_epochs=200, set_size=32, train_size=1.0, enable_progress_bar=False)
+    source = adata[adata.obs["group"] == "a0"].X.toarray()
+    same = model.counterfactual_cells(to="a0", groups=["a0"])
+    np.testing.assert_allclose(same.X, source, atol=1e-5)
+    moved = model.counterfactual_cells(to="b1", groups=["a0"])
+    change = moved.X.mean(0) - source.mean(0)
+    assert change[:10].mean() - change[10:].mean() > 0.5 * np.log(5.0)

@@ -144,7 +144,7 @@ class PredictionMixin:
         rows = self._set_rows(adata)
         donors = [rows[self._set_name(self.control, c)] for _, c in pairs]
         if cells == "counterfactual":
-            x, x_control = self._counterfactual(
+            x, x_control, _ = self._counterfactual(
                 adata, z_ctrl, z_pred, donors, n_cells, seed, sampler_kwargs, batch_size
             )
         else:

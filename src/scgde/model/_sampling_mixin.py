@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from anndata.utils import make_index_unique
 from scipy import sparse
 
 from .._constants import BATCH_KEY
@@ -76,6 +77,83 @@ class SamplingMixin:
         args = (adata, batch, seed, batch_size, sampler_kwargs, loadings)
         return self._sample(groups, embedding, n_cells, *args)
 
+    def counterfactual_cells(
+        self,
+        to: str | np.ndarray | pd.Series,
+        groups: Sequence[str] | None = None,
+        n_cells: int | None = None,
+        adata: AnnData | None = None,
+        seed: int | None = 0,
+        batch_size: int = 4096,
+        sampler_kwargs: dict | None = None,
+        loadings: str | None = None,
+    ) -> AnnData:
+        """Real cells of ``groups`` as they would be in another distribution.
+
+        Each cell is moved by the generator from its group's embedding to the embedding
+        ``to`` (:meth:`scgde.nn.Generator.counterfactual`): the CVAE decodes the cell from
+        its own latent under both embeddings and changes it by the difference of the decoded
+        means (counts are thinned where a mean falls and gain Poisson counts where it rises);
+        the flow integrates the cell back to its own noise and forward under both. Unlike
+        :meth:`sample`, the cells keep the variation, sparsity and library sizes of real
+        cells, each can be traced to the cell it comes from, and a cell moved to its own
+        group's embedding does not change. The perturbation predictions of
+        :class:`~scgde.model.PerturbationGDE` move control cells this way by default.
+
+        Parameters
+        ----------
+        to
+            Where to move the cells: the name of a group of ``adata`` (its embedding from all
+            its cells), or an embedding (a vector of ``n_latent`` values, e.g. a row of
+            :meth:`get_distribution_embedding` or a point between two groups).
+        groups
+            Groups of ``adata`` whose cells are moved (each from its own embedding); default:
+            every group.
+        n_cells
+            Cells moved per group, drawn without replacement where the group has that many
+            (else with replacement); default: every cell once, in the order of ``adata``.
+        adata, seed, batch_size, sampler_kwargs, loadings
+            As in :meth:`sample`.
+
+        Returns
+        -------
+        AnnData of the moved cells (raw counts, CSR, for count likelihoods), named after the
+        cells they come from (made unique where a cell is drawn twice), with their group in
+        ``obs["group"]`` and the target in ``obs["moved_to"]`` (the group's name, or
+        ``"embedding"``).
+        """
+        self._check_if_trained(warn=True)
+        if n_cells is not None:
+            n_cells = check_int(n_cells, "n_cells")
+        self._check_sampling_args(sampler_kwargs, loadings)
+        adata = self._validate_anndata(adata)
+        target, z_to = self._target_embedding(adata, to, batch_size)
+        embedded = self._embed(adata, groups, batch_size)
+        donors = _cells_of_groups(embedded)
+        z_to = np.repeat(z_to, len(donors), axis=0)
+        x, _, cells = self._counterfactual(
+            adata, embedded.z, z_to, donors, n_cells, seed, sampler_kwargs, batch_size
+        )
+        sizes = [len(d) if n_cells is None else n_cells for d in donors]
+        group = pd.Categorical(np.repeat(embedded.names, sizes), categories=embedded.names)
+        obs = pd.DataFrame(
+            {"group": group, "moved_to": target},
+            index=pd.Index(adata.obs_names[cells].astype(str)),
+        )
+        if not obs.index.is_unique:
+            obs.index = make_index_unique(obs.index)
+        return self._generated_data(x, obs, adata, loadings)
+
+    def _target_embedding(self, adata, to, batch_size: int) -> tuple[str, np.ndarray]:
+        """Name and ``(1, n_latent)`` embedding of the ``to`` of :meth:`counterfactual_cells`."""
+        if isinstance(to, str):
+            return to, self._embed(adata, [to], batch_size).z
+        if isinstance(to, pd.DataFrame):
+            raise ValueError("Pass one embedding as `to` (a vector or a Series), not a table.")
+        _, z = self._embedding_input(np.asarray(to, dtype=np.float32).reshape(1, -1))
+        named = isinstance(to, pd.Series) and to.name is not None
+        return (str(to.name) if named else "embedding"), z
+
     #: Name of the argument of :meth:`sample` that selects what to generate from.
     _selection_name = "groups"
 
@@ -120,10 +198,7 @@ class SamplingMixin:
         """What to generate from: names, embeddings (rows of ``z``), the cells whose
         covariates each copies, and further per-source obs columns of the output."""
         embedded = self._embed(adata, groups, batch_size)
-        donors = [
-            embedded.cell_indices[embedded.cell_group_ids == g] for g in range(len(embedded.names))
-        ]
-        return embedded.names, embedded.z, donors, {}
+        return embedded.names, embedded.z, _cells_of_groups(embedded), {}
 
     def _check_sampling_args(self, sampler_kwargs, loadings) -> None:
         """Clear errors for ``sampler_kwargs`` that are not a dict and for ``loadings`` on a
@@ -192,24 +267,28 @@ class SamplingMixin:
         z_from: np.ndarray,
         z_to: np.ndarray,
         donors: Sequence[np.ndarray],
-        n_cells: int,
+        n_cells: int | None,
         seed: int | None,
         sampler_kwargs: dict | None,
         batch_size: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n_cells`` real cells per row: drawn from ``donors[row]`` (without replacement
-        where there are enough), and the same cells moved from ``z_from[row]`` to
-        ``z_to[row]`` (see :meth:`scgde.module.GDEModule.counterfactual`). Returns
-        ``(moved, real)``."""
+        where there are enough; ``None``: every donor once, in order), and the same cells
+        moved from ``z_from[row]`` to ``z_to[row]`` (see
+        :meth:`scgde.module.GDEModule.counterfactual`). Returns ``(moved, real, cells)``,
+        ``cells`` the rows of ``adata`` they come from."""
         self.module.eval()
         rng = np.random.default_rng(seed)
         if seed is not None:
             torch.manual_seed(seed)
         reference = self._registered(adata)
-        moved, real = [], []
+        moved, real, drawn = [], [], []
         for g in range(len(z_to)):
-            cells = rng.choice(donors[g], n_cells, replace=n_cells > len(donors[g]))
-            for start in range(0, n_cells, batch_size):
+            cells = np.asarray(donors[g])
+            if n_cells is not None:
+                cells = rng.choice(cells, n_cells, replace=n_cells > len(cells))
+            drawn.append(cells)
+            for start in range(0, len(cells), batch_size):
                 chunk = cells[start : start + batch_size]
                 tensors = {k: v.to(self.device) for k, v in reference.rows(chunk).items()}
                 rows = [
@@ -221,7 +300,8 @@ class SamplingMixin:
                 out = self.module.counterfactual(tensors, *rows, sampler_kwargs)
                 moved.append(out.cpu().numpy())
                 real.append(self.module.modelled_data(tensors).cpu().numpy())
-        return np.concatenate(moved).astype(np.float32), np.concatenate(real).astype(np.float32)
+        moved, real = (np.concatenate(a).astype(np.float32) for a in (moved, real))
+        return moved, real, np.concatenate(drawn)
 
     def _generated_mudata(self, x: np.ndarray, obs: pd.DataFrame):
         """Generated RNA and protein counts as a MuData with the model's modality names."""
@@ -273,3 +353,8 @@ class SamplingMixin:
             duplicated = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"`embedding` has duplicated row names {duplicated[:5]}.")
         return names, z
+
+
+def _cells_of_groups(embedded) -> list[np.ndarray]:
+    """The rows of each embedded group's cells (``embedded``: an ``EmbeddedGroups``)."""
+    return [embedded.cell_indices[embedded.cell_group_ids == g] for g in range(len(embedded.names))]

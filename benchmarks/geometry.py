@@ -22,6 +22,8 @@ input points:
    z_t = (1 - t) z_A + t z_B and compare them with the exact McCann (displacement)
    interpolant N_t (:func:`scgde.metrics.gaussian_geodesic`): exact W2 (optimal transport
    between point clouds) from the n decoded points to n points of N_t, divided by W2(A, B).
+   The same with A's own points moved to z_t by the generator
+   (``GDE.counterfactual_cells``), the cell-level analogue of displacement interpolation.
    Beside it: the mixture path (1 - t) A + t B (what a model that interpolates densities
    would give) and the sampling floor (n points drawn from N_t itself).
 
@@ -50,6 +52,7 @@ from _common import (  # noqa: E402
     generate_from_embeddings,
     log,
     machine_section,
+    sampler_for,
     set_points,
     start,
     table,
@@ -236,6 +239,31 @@ def interpolation_errors(model, eval_adata, params, pairs, n, sampler, seed) -> 
     return errors
 
 
+def moved_interpolation_errors(model, eval_adata, params, pairs, sampler, seed) -> np.ndarray:
+    """Relative W2 error of A's own points moved to z_t = (1 - t) z_A + t z_B
+    (``GDE.counterfactual_cells``): shape ``(n_pairs, len(times))``."""
+    from scgde.metrics import gaussian_geodesic, gaussian_w2
+
+    z = model.get_distribution_embedding(eval_adata, key_added=None)
+    means, covs = params["means"], params["covs"]
+    rng = np.random.default_rng(seed)
+    errors = np.empty((len(pairs), len(INTERPOLATION_TIMES)))
+    for p, (a, b) in enumerate(pairs):
+        scale = gaussian_w2(means[a], covs[a], means[b], covs[b], squared=False)
+        for k, t in enumerate(INTERPOLATION_TIMES):
+            moved = model.counterfactual_cells(
+                to=(1.0 - t) * z.iloc[a].to_numpy() + t * z.iloc[b].to_numpy(),
+                groups=[z.index[a]],
+                adata=eval_adata,
+                seed=seed,
+                sampler_kwargs=sampler_for(model, sampler),
+            )
+            mean_t, cov_t = gaussian_geodesic(means[a], covs[a], means[b], covs[b], t)
+            points = np.asarray(moved.X, dtype=np.float64)
+            errors[p, k] = sample_w2(points, mean_t, cov_t, rng) / scale
+    return errors
+
+
 def reference_interpolation_errors(params, pairs, n, seed) -> dict[str, np.ndarray]:
     """The mixture path (1 - t) A + t B and the sampling floor of N_t, same score."""
     from scgde.metrics import gaussian_geodesic, gaussian_w2
@@ -410,6 +438,12 @@ def main(argv=None) -> int:
         )
         interp_rows.append(interpolation_row(f"{label}: decode (1 - t) z_A + t z_B", errors))
         interp_means[label] = errors.mean()
+        moved = moved_interpolation_errors(
+            model, evaluation, params, pairs, cfg["sampler"], args.seed + 3
+        )
+        interp_rows.append(
+            interpolation_row(f"{label}: move A's points to (1 - t) z_A + t z_B", moved)
+        )
     for label, errors in reference_interpolation_errors(params, pairs, n, args.seed + 4).items():
         interp_rows.append(interpolation_row(label, errors))
     interp_md = table(["path", *(f"t = {t}" for t in INTERPOLATION_TIMES), "mean"], interp_rows)
@@ -486,7 +520,9 @@ NeurIPS 2025): Spearman 0.96 on 2-d Gaussians, 0.76 on Gaussian mixtures.
   distributions instead of transporting them would follow. The t = 0 and t = 1 columns are
   the models' reconstruction errors of the endpoints themselves (there the mixture path is
   exact and scores the floor): a path error well above them is the interpolation's own.
-- Decoding: `model.sample(embedding=...)`; diffusion sampler: {sampler}.
+- Decoding: `model.sample(embedding=...)`; diffusion sampler: {sampler}. Moving:
+  `model.counterfactual_cells(to=z_t, groups=[A])`, A's own n points each moved by the
+  generator from z_A to z_t (at t = 0 they are A's points, a sample of N_0).
 - Figure: `{figure.name}` ({best}, the model with the lowest interpolation error; left:
   embedding distance vs W2; right: decoded interpolation of one pair against the McCann
   interpolant's 2-sd ellipses).

@@ -174,7 +174,7 @@ class CVAEGenerator(Generator):
         """Each cell ``x`` moved from the set ``z_from`` to the set ``z_to`` through its own
         ``u`` (posterior mean given ``z_from``): its decoded means ``m_from`` and ``m_to``
         under both embeddings tell how each feature changes. Continuous data:
-        ``x + m_to - m_from``. Counts (see :func:`transport_counts`): each count is thinned
+        ``x + m_to - m_from``. Counts (``transport_counts``): each count is thinned
         to ``m_to / m_from`` where the mean falls and gains Poisson counts of mean
         ``m_to - m_from`` where it rises, so the cell keeps its own counts, library and
         sparsity, and is unchanged when ``z_to == z_from``. Takes no sampler options."""

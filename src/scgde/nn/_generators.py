@@ -188,6 +188,7 @@ class CVAEGenerator(Generator):
 
 
 def _no_sampler_options(sampler_kwargs: dict) -> None:
+    """The CVAE samples in one step: a clear error for any sampler option."""
     if sampler_kwargs:
         raise ValueError(
             f"The CVAE generator takes no sampler options, got {sorted(sampler_kwargs)}."

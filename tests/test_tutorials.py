@@ -26,8 +26,13 @@ def test_notebooks_hold_their_sources():
 
 
 def _outputs(nb) -> str:
+    """The printed text of every code cell. A cell's stream outputs are joined as they were
+    printed: the kernel may send one line in several pieces (e.g. around a message another
+    thread writes), so joining them with newlines would break a printed line in two."""
     return "\n".join(
-        out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+        "".join(out.get("text", "") for out in cell.outputs)
+        for cell in nb.cells
+        if cell.cell_type == "code"
     )
 
 

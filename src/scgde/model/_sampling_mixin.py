@@ -253,10 +253,9 @@ class SamplingMixin:
             if batch is not None:
                 tensors[BATCH_KEY] = torch.full_like(tensors[BATCH_KEY], batch_code)
             library = self._library_for(tensors, copy_library) if self.module.count_data else None
-            z_rows = torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
-                n_cells, -1
+            generated = self.module.sample(
+                self._z_rows(z[g], n_cells), tensors, library, sampler_kwargs
             )
-            generated = self.module.sample(z_rows, tensors, library, sampler_kwargs)
             chunks.append(generated.cpu().numpy())
         return np.concatenate(chunks).astype(np.float32)
 
@@ -291,17 +290,16 @@ class SamplingMixin:
             for start in range(0, len(cells), batch_size):
                 chunk = cells[start : start + batch_size]
                 tensors = {k: v.to(self.device) for k, v in reference.rows(chunk).items()}
-                rows = [
-                    torch.as_tensor(z[g], device=self.device, dtype=torch.float32).expand(
-                        len(chunk), -1
-                    )
-                    for z in (z_from, z_to)
-                ]
-                out = self.module.counterfactual(tensors, *rows, sampler_kwargs)
+                rows = [self._z_rows(z[g], len(chunk)) for z in (z_from, z_to)]
+                out, x = self.module.counterfactual(tensors, *rows, sampler_kwargs)
                 moved.append(out.cpu().numpy())
-                real.append(self.module.modelled_data(tensors).cpu().numpy())
+                real.append(x.cpu().numpy())
         moved, real = (np.concatenate(a).astype(np.float32) for a in (moved, real))
         return moved, real, np.concatenate(drawn)
+
+    def _z_rows(self, z: np.ndarray, n: int) -> torch.Tensor:
+        """One embedding as ``n`` rows, a float32 tensor on the model's device."""
+        return torch.as_tensor(z, device=self.device, dtype=torch.float32).expand(n, -1)
 
     def _generated_mudata(self, x: np.ndarray, obs: pd.DataFrame):
         """Generated RNA and protein counts as a MuData with the model's modality names."""

@@ -308,16 +308,18 @@ class GDEModule(BaseModuleClass):
         z_from: torch.Tensor,
         z_to: torch.Tensor,
         sampler_kwargs: dict | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The cells in ``tensors``, of sets embedded as ``z_from``, moved to sets embedded as
         ``z_to`` (one row of each per cell), with their own covariates and library sizes; see
-        :meth:`scgde.nn.Generator.counterfactual`."""
+        :meth:`scgde.nn.Generator.counterfactual`. Returns the moved cells and the cells
+        themselves (the modelled data)."""
         x = self.modelled_data(tensors)
         cov = self.covariate_vector(tensors, x.shape[0])
         library = block_totals(x, self.block_sizes).clamp(min=1.0) if self.count_data else None
-        return self.generator.counterfactual(
+        moved = self.generator.counterfactual(
             x, self.encoder_input(x), z_from, z_to, cov, library, **(sampler_kwargs or {})
         )
+        return moved, x
 
     @torch.inference_mode()
     def cell_latent(self, tensors: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:

@@ -143,7 +143,7 @@ def test_user_anndata_only_gets_documented_keys():
     model.sample(n_cells=3)
     assert (adata.X != before.X).nnz == 0
     added_obs = set(adata.obs.columns) - set(before.obs.columns)
-    assert added_obs == {"_scvi_batch"}
+    assert added_obs == {"_scvi_group", "_scvi_batch"}
     pd.testing.assert_frame_equal(adata.obs[before.obs.columns], before.obs)
     assert set(adata.uns) - set(before.uns) == {"_scvi_uuid", "_scvi_manager_uuid", "X_gde", "gde"}
     assert set(adata.obsm) == {"X_gde"}

@@ -68,6 +68,9 @@ def test_model_registers_both_modalities(trained):
     assert list(model.var_names) == [f"gene{j}" for j in range(N_GENES)]
     assert list(model.protein_names) == [f"CD{j}" for j in range(N_PROTEINS)]
     assert model.module.n_proteins == N_PROTEINS
+    # the group is a registered field of the MuData's obs, too
+    mapping = model.adata_manager.get_state_registry("group")["categorical_mapping"]
+    assert list(mapping) == [f"s{g:02d}" for g in range(N_GROUPS)]
     assert model.module.block_sizes == (N_GENES, N_PROTEINS)
     assert "6 proteins" in model._model_summary_string
 

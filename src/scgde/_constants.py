@@ -6,6 +6,8 @@ X_KEY = REGISTRY_KEYS.X_KEY
 BATCH_KEY = REGISTRY_KEYS.BATCH_KEY
 CAT_COVS_KEY = REGISTRY_KEYS.CAT_COVS_KEY
 CONT_COVS_KEY = REGISTRY_KEYS.CONT_COVS_KEY
+#: Registry key of the group (set) of every cell (:class:`scgde.data.GroupField`).
+GROUP_REGISTRY_KEY = "group"
 #: Registry key of protein counts (a second count modality, e.g. CITE-seq ADTs).
 PROTEIN_KEY = REGISTRY_KEYS.PROTEIN_EXP_KEY
 

@@ -3,6 +3,7 @@ splitting, and the features of perturbations (parsing ``"A+B"``, data-derived co
 features, one-hot features, user feature tables)."""
 
 from ._coexpression import coexpression_features
+from ._group_field import GroupField, registered_group_labels
 from ._group_labels import group_level_labels
 from ._groups import cells_of_groups, group_labels
 from ._label_sets import ContinuousLabelSets, LabelSets, ProbabilityLabelSets
@@ -22,6 +23,7 @@ from ._validation import check_values, looks_like_counts
 __all__ = [
     "ContinuousLabelSets",
     "GroupDataSplitter",
+    "GroupField",
     "GroupSetSampler",
     "LabelDataSplitter",
     "LabelSetSampler",
@@ -40,6 +42,7 @@ __all__ = [
     "one_hot_features",
     "perturbation_feature_matrix",
     "perturbation_parts",
+    "registered_group_labels",
     "sets_per_epoch",
     "split_combination",
 ]

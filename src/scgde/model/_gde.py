@@ -18,6 +18,7 @@ from .._constants import (
     CAT_COVS_KEY,
     CONT_COVS_KEY,
     COUNT_LIKELIHOODS,
+    GROUP_REGISTRY_KEY,
     LIKELIHOODS,
     PROTEIN_KEY,
     SETUP_ARGS_KEY,
@@ -31,6 +32,7 @@ from ..data import (
     group_labels,
     group_level_labels,
     looks_like_counts,
+    registered_group_labels,
 )
 from ..module import GDEModule
 from ..nn import DEFAULT_BATCH_CORRECTION_WEIGHTS, GENERATORS
@@ -315,11 +317,24 @@ class GDE(
 
     # --------------------------------------------------------------------------- checks
     def _group_labels(self, adata) -> pd.Categorical:
+        """The group of every cell of ``adata``: from its registered group field where this
+        model registered ``adata`` (the codes computed once, at registration), else from
+        its group columns."""
+        manager = self._manager_of(adata)
+        if manager is not None and GROUP_REGISTRY_KEY in manager.data_registry:
+            return registered_group_labels(manager, GROUP_REGISTRY_KEY)
         return group_labels(adata.obs, self.group_key)
+
+    def _manager_of(self, adata):
+        """The manager with which this model registered this very object, or ``None`` (unlike
+        ``get_anndata_manager``, never registers a copy)."""
+        uuid = adata.uns.get("_scvi_uuid")
+        manager = self._per_instance_manager_store.get(self.id, {}).get(uuid)
+        return manager if manager is not None and manager.adata is adata else None
 
     def _check_set_columns(self, adata) -> None:
         """A clear error if ``adata`` lacks what defines the sets (the group columns)."""
-        self._group_labels(adata)
+        group_labels(adata.obs, self.group_key)
 
     def _group_label_codes(
         self, adata, categories=None, labels: pd.Categorical | None = None

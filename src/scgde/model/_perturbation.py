@@ -165,6 +165,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
             categorical_covariate_keys,
             continuous_covariate_keys,
             obsm_key,
+            group_key=[perturbation_key, context_key] if context_key else perturbation_key,
             **kwargs,
         )
 

@@ -7,9 +7,17 @@ from collections.abc import Sequence
 from anndata import AnnData
 from scvi.data import AnnDataManager, fields
 
-from .._constants import BATCH_KEY, CAT_COVS_KEY, CONT_COVS_KEY, PROTEIN_KEY, X_KEY
+from .._constants import (
+    BATCH_KEY,
+    CAT_COVS_KEY,
+    CONT_COVS_KEY,
+    GROUP_REGISTRY_KEY,
+    PROTEIN_KEY,
+    X_KEY,
+)
 from .._utils import layer_matrix
-from ..data import group_labels
+from ..data import GroupField, group_labels
+from ..data._group_field import MuDataGroupField
 from ._checks import (
     check_cells_and_features,
     check_covariate_columns,
@@ -36,9 +44,12 @@ class SetupMixin:
     ):
         """Register an AnnData for GDE.
 
-        Adds to ``adata`` only what scvi-tools registration adds: the ``obs`` column
-        ``_scvi_batch`` (and ``obsm["_scvi_extra_*"]`` codes for covariates) and ``uns`` keys
-        ``_scvi_uuid`` and ``_scvi_manager_uuid``. Bad input (no cells or genes, duplicated
+        Adds to ``adata`` only what scvi-tools registration adds: the ``obs`` columns
+        ``_scvi_group`` (each cell's group code) and ``_scvi_batch`` (and
+        ``obsm["_scvi_extra_*"]`` codes for covariates) and ``uns`` keys ``_scvi_uuid`` and
+        ``_scvi_manager_uuid``. The group is a registered field (``"group"``), so
+        ``model.view_anndata_setup()`` lists the groups; re-run ``setup_anndata`` after
+        changing the group column. Bad input (no cells or genes, duplicated
         gene names, missing columns or values) raises before anything is added.
 
         Parameters
@@ -80,6 +91,7 @@ class SetupMixin:
             categorical_covariate_keys,
             continuous_covariate_keys,
             obsm_key,
+            group_key=group_key,
             **kwargs,
         )
 
@@ -93,9 +105,11 @@ class SetupMixin:
         categorical_covariate_keys: list[str] | None,
         continuous_covariate_keys: list[str] | None,
         obsm_key: str | None,
+        group_key: str | Sequence[str] | None = None,
         **kwargs,
     ) -> None:
-        """Register the data, batch and covariate fields of ``adata`` (after checking keys)."""
+        """Register the data, group (where there is a ``group_key``), batch and covariate
+        fields of ``adata`` (after checking keys)."""
         if obsm_key is not None and layer is not None:
             raise ValueError("Pass either `layer` or `obsm_key`, not both.")
         if obsm_key is not None and obsm_key not in adata.obsm:
@@ -116,6 +130,8 @@ class SetupMixin:
             fields.CategoricalJointObsField(CAT_COVS_KEY, categorical_covariate_keys),
             fields.NumericalJointObsField(CONT_COVS_KEY, continuous_covariate_keys),
         ]
+        if group_key is not None:
+            anndata_fields.insert(1, GroupField(GROUP_REGISTRY_KEY, group_key))
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -204,6 +220,7 @@ class SetupMixin:
             fields.MuDataNumericalJointObsField(
                 CONT_COVS_KEY, continuous_covariate_keys, mod_key=None
             ),
+            MuDataGroupField(GROUP_REGISTRY_KEY, group_key, mod_key=None),
         ]
         if protein is not None:
             mudata_fields.insert(

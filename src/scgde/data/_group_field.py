@@ -70,15 +70,14 @@ class GroupField(BaseAnnDataField):
         group_labels(adata.obs.iloc[:0], self._keys)
 
     def register_field(self, adata) -> dict:
-        """Write each cell's group code and return the group names."""
-        self.validate_field(adata)
+        """Write each cell's group code and return the group names (``group_labels`` raises
+        the KeyError of :meth:`validate_field` for missing columns)."""
         labels = group_labels(adata.obs, self._keys)
         return self._write(adata, labels.categories, labels)
 
     def transfer_field(self, state_registry: dict, adata_target, **kwargs) -> dict:
         """Codes of ``adata_target``'s cells, the registered groups first (same codes), then
         its new groups."""
-        self.validate_field(adata_target)
         labels = group_labels(adata_target.obs, self._keys)
         known = pd.Index(state_registry[self.CATEGORICAL_MAPPING_KEY])
         mapping = known.append(labels.categories.difference(known, sort=False))

@@ -165,7 +165,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
             categorical_covariate_keys,
             continuous_covariate_keys,
             obsm_key,
-            group_key=[perturbation_key, context_key] if context_key else perturbation_key,
+            group_key=_set_columns(perturbation_key, context_key),
             **kwargs,
         )
 
@@ -192,9 +192,7 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
     @property
     def group_key(self) -> str | list[str]:
         """The perturbation and context columns, whose combination defines the sets."""
-        if self.context_key is None:
-            return self.perturbation_key
-        return [self.perturbation_key, self.context_key]
+        return _set_columns(self.perturbation_key, self.context_key)
 
     @property
     def group_label_key(self) -> None:
@@ -455,6 +453,11 @@ class PerturbationGDE(KnockdownMixin, PredictionMixin, GDE):
         )
 
 
+def _set_columns(perturbation_key: str, context_key: str | None) -> str | list[str]:
+    """The obs columns whose combination defines the sets: perturbation (and context)."""
+    return perturbation_key if context_key is None else [perturbation_key, context_key]
+
+
 def _check_perturbation_columns(
     obs: pd.DataFrame, perturbation_key: str, control: str, context_key: str | None
 ) -> None:
@@ -482,4 +485,4 @@ def _check_perturbation_columns(
                 f"Contexts {without[:10]} of adata.obs[{context_key!r}] have no control cells; "
                 "every context needs them (predictions start from them). Remove those cells."
             )
-    group_labels(obs, [perturbation_key, context_key] if context_key else perturbation_key)
+    group_labels(obs, _set_columns(perturbation_key, context_key))

@@ -208,6 +208,48 @@ def test_embedding_cache_budget_changes_reads_not_results(trained):
         model.get_distribution_embedding(key_added=None, cache_bytes=-1)
 
 
+def test_default_embedding_cache_scales_with_free_memory_only_for_data_in_memory(monkeypatch):
+    """A matrix in memory gets a quarter of the available memory (never below the out-of-core
+    budget); a backed or lazy one always gets the out-of-core budget."""
+    from types import SimpleNamespace
+
+    from scgde.model import _embedding_mixin
+    from scgde.nn._set_encoders import STREAMING_CACHE_BYTES
+
+    for available, expected in [(8 * 2**30, 2 * 2**30), (2**30, STREAMING_CACHE_BYTES)]:
+        monkeypatch.setattr(
+            _embedding_mixin.psutil,
+            "virtual_memory",
+            lambda a=available: SimpleNamespace(available=a),
+        )
+        assert _embedding_mixin.default_cache_bytes(True) == expected
+        assert _embedding_mixin.default_cache_bytes(False) == STREAMING_CACHE_BYTES
+
+
+def test_default_embedding_cache_follows_where_the_matrix_is(trained, tmp_path, monkeypatch):
+    """The default budget is chosen from the registered matrix: in memory, or backed."""
+    from scgde.model import _embedding_mixin
+
+    model, adata = trained
+    asked = []
+    budget = _embedding_mixin.default_cache_bytes
+    monkeypatch.setattr(
+        _embedding_mixin, "default_cache_bytes", lambda kept: asked.append(kept) or budget(kept)
+    )
+    kept = model.get_distribution_embedding(key_added=None)
+    path = tmp_path / "x.h5ad"
+    adata.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    try:
+        from_file = model.get_distribution_embedding(backed, key_added=None)
+    finally:
+        backed.file.close()
+    assert asked == [True, False]
+    np.testing.assert_allclose(from_file.to_numpy(), kept.to_numpy(), rtol=1e-5, atol=1e-6)
+    model.get_distribution_embedding(key_added=None, cache_bytes=0)
+    assert asked == [True, False]  # an explicit budget is used as given
+
+
 def test_embedding_invariant_to_cell_order_and_replication(trained):
     model, adata = trained
     reference = model.get_distribution_embedding(key_added=None)

@@ -116,6 +116,12 @@ def is_dask(x) -> bool:
     return type(x).__module__.startswith("dask.")
 
 
+def in_memory(x) -> bool:
+    """Whether ``x`` is a matrix held in memory (a NumPy array or SciPy sparse matrix), not
+    one backed by a file or computed on demand."""
+    return isinstance(x, np.ndarray) or sparse.issparse(x)
+
+
 def computed(x):
     """The values of a dask array (or block of one); any other array unchanged."""
     return x.compute() if is_dask(x) else x

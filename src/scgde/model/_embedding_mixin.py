@@ -7,11 +7,12 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import psutil
 import torch
 from anndata import AnnData
 
-from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY
-from .._utils import check_int, check_key_added
+from .._constants import DEFAULT_KEY_ADDED, UNS_SETTINGS_KEY, X_KEY
+from .._utils import check_int, check_key_added, in_memory
 from ..data import RegisteredData, cells_of_groups
 from ..data._groups import as_key_list
 from ..nn._set_encoders import STREAMING_CACHE_BYTES
@@ -47,6 +48,17 @@ class GroupChunks(NamedTuple):
     cell_group_ids: np.ndarray
     #: Callable returning a fresh iterable of ``(encoder input, group position)`` chunks.
     chunks: object
+
+
+def default_cache_bytes(data_in_memory: bool) -> int:
+    """The streaming encoder's default cache: for data held in memory, a quarter of the
+    memory available now (at least :data:`~scgde.nn._set_encoders.STREAMING_CACHE_BYTES`),
+    since whoever loaded the matrix whole has memory for its projections; for backed or lazy
+    data, :data:`~scgde.nn._set_encoders.STREAMING_CACHE_BYTES`, so that out-of-core
+    embedding stays bounded in memory."""
+    if not data_in_memory:
+        return STREAMING_CACHE_BYTES
+    return max(STREAMING_CACHE_BYTES, psutil.virtual_memory().available // 4)
 
 
 def embedding_columns(n_latent: int) -> list[str]:
@@ -121,10 +133,14 @@ class EmbeddingMixin:
         return GroupChunks(labels, names, cell_indices, cell_group_ids, chunks)
 
     def _embed(
-        self, adata, groups, batch_size: int, cache_bytes: int = STREAMING_CACHE_BYTES
+        self, adata, groups, batch_size: int, cache_bytes: int | None = None
     ) -> EmbeddedGroups:
-        """Embeddings of the selected groups from all their cells, streamed in chunks."""
+        """Embeddings of the selected groups from all their cells, streamed in chunks
+        (``cache_bytes=None``: :func:`default_cache_bytes`)."""
         cells = self._encoder_chunks(adata, groups, batch_size)
+        if cache_bytes is None:
+            values = self.get_anndata_manager(adata, required=True).get_from_registry(X_KEY)
+            cache_bytes = default_cache_bytes(in_memory(values))
         encoder = self.module.encoder
         z = encoder.encode_streaming(cells.chunks, len(cells.names), cache_bytes).cpu().numpy()
         return EmbeddedGroups(
@@ -137,7 +153,7 @@ class EmbeddingMixin:
         groups: Sequence[str] | None = None,
         key_added: str | None = DEFAULT_KEY_ADDED,
         batch_size: int = 4096,
-        cache_bytes: int = STREAMING_CACHE_BYTES,
+        cache_bytes: int | None = None,
     ) -> pd.DataFrame:
         """Embed every group from **all** its cells, and write the result into ``adata``.
 
@@ -164,16 +180,18 @@ class EmbeddingMixin:
         batch_size
             Cells per chunk.
         cache_bytes
-            Memory for the cells' projections and states between the encoder's passes
-            (default 512 MiB: about half a million cells of a default deep set); 0 keeps
-            nothing and reads the data once per pass.
+            Memory for the cells' projections and states between the encoder's passes; 0
+            keeps nothing and reads the data once per pass. Default: for a matrix in memory,
+            a quarter of the memory available (at least 512 MiB; a default deep set keeps
+            about 2 kB per cell); for a backed or lazy one, 512 MiB.
 
         Returns
         -------
         DataFrame of groups × ``n_latent``.
         """
         self._check_if_trained(warn=True)
-        cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
+        if cache_bytes is not None:
+            cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
         if key_added is not None:
             check_key_added(key_added, reserved=(UNS_SETTINGS_KEY,))
         target = self.adata if adata is None else adata

@@ -38,9 +38,10 @@ from ._segment import segment_mean, segment_sum
 ChunkFactory = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 #: Bytes of cell projections and states :meth:`SetEncoder.encode_streaming` keeps between its
-#: passes by default (chunks beyond it are read and projected again): 512 MiB holds about half
-#: a million cells of a default deep set (~270 floats each), and keeps the peak memory of
-#: embedding a 10^7-cell group from a backed file near 1 GB above the loaded model
+#: passes by default (chunks beyond it are read and projected again), and what
+#: ``get_distribution_embedding`` keeps for backed or lazy data: 512 MiB holds about 250,000
+#: cells of a default deep set (~540 floats each), and keeps the peak memory of embedding a
+#: 10^7-cell group from a backed file near 1 GB above the loaded model
 #: (benchmarks/scale.py --one-group).
 STREAMING_CACHE_BYTES = 2**29
 

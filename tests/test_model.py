@@ -210,7 +210,8 @@ def test_embedding_cache_budget_changes_reads_not_results(trained):
 
 def test_default_embedding_cache_scales_with_free_memory_only_for_data_in_memory(monkeypatch):
     """A matrix in memory gets a quarter of the available memory (never below the out-of-core
-    budget); a backed or lazy one always gets the out-of-core budget."""
+    budget; on a CUDA device, of the smaller of host and device memory); a backed or lazy one
+    always gets the out-of-core budget."""
     from types import SimpleNamespace
 
     from scgde.model import _embedding_mixin
@@ -224,6 +225,12 @@ def test_default_embedding_cache_scales_with_free_memory_only_for_data_in_memory
         )
         assert _embedding_mixin.default_cache_bytes(True) == expected
         assert _embedding_mixin.default_cache_bytes(False) == STREAMING_CACHE_BYTES
+    # on a CUDA device the cache lives there: its free memory bounds the budget too
+    host = SimpleNamespace(available=16 * 2**30)
+    monkeypatch.setattr(_embedding_mixin.psutil, "virtual_memory", lambda: host)
+    monkeypatch.setattr(_embedding_mixin.torch.cuda, "mem_get_info", lambda d: (4 * 2**30, 0))
+    assert _embedding_mixin.default_cache_bytes(True, "cuda:0") == 2**30
+    assert _embedding_mixin.default_cache_bytes(True, "cpu") == 4 * 2**30
 
 
 def test_default_embedding_cache_follows_where_the_matrix_is(trained, tmp_path, monkeypatch):
@@ -234,7 +241,9 @@ def test_default_embedding_cache_follows_where_the_matrix_is(trained, tmp_path, 
     asked = []
     budget = _embedding_mixin.default_cache_bytes
     monkeypatch.setattr(
-        _embedding_mixin, "default_cache_bytes", lambda kept: asked.append(kept) or budget(kept)
+        _embedding_mixin,
+        "default_cache_bytes",
+        lambda kept, device: asked.append((kept, str(device))) or budget(kept, device),
     )
     kept = model.get_distribution_embedding(key_added=None)
     path = tmp_path / "x.h5ad"
@@ -244,10 +253,10 @@ def test_default_embedding_cache_follows_where_the_matrix_is(trained, tmp_path, 
         from_file = model.get_distribution_embedding(backed, key_added=None)
     finally:
         backed.file.close()
-    assert asked == [True, False]
+    assert asked == [(True, "cpu"), (False, "cpu")]
     np.testing.assert_allclose(from_file.to_numpy(), kept.to_numpy(), rtol=1e-5, atol=1e-6)
     model.get_distribution_embedding(key_added=None, cache_bytes=0)
-    assert asked == [True, False]  # an explicit budget is used as given
+    assert len(asked) == 2  # an explicit budget is used as given
 
 
 def test_embedding_invariant_to_cell_order_and_replication(trained):

@@ -50,15 +50,21 @@ class GroupChunks(NamedTuple):
     chunks: object
 
 
-def default_cache_bytes(data_in_memory: bool) -> int:
-    """The streaming encoder's default cache: for data held in memory, a quarter of the
-    memory available now (at least :data:`~scgde.nn._set_encoders.STREAMING_CACHE_BYTES`),
-    since whoever loaded the matrix whole has memory for its projections; for backed or lazy
-    data, :data:`~scgde.nn._set_encoders.STREAMING_CACHE_BYTES`, so that out-of-core
-    embedding stays bounded in memory."""
+def default_cache_bytes(data_in_memory: bool, device: torch.device | str = "cpu") -> int:
+    """The streaming encoder's default cache on ``device``: for data held in memory, a
+    quarter of the memory available now (at least
+    :data:`~scgde.nn._set_encoders.STREAMING_CACHE_BYTES`), since whoever loaded the matrix
+    whole has memory for its projections; the free memory of a CUDA device bounds it too, as
+    the cache lives there. For backed or lazy data,
+    :data:`~scgde.nn._set_encoders.STREAMING_CACHE_BYTES`, so that out-of-core embedding stays
+    bounded in memory."""
     if not data_in_memory:
         return STREAMING_CACHE_BYTES
-    return max(STREAMING_CACHE_BYTES, psutil.virtual_memory().available // 4)
+    available = psutil.virtual_memory().available
+    device = torch.device(device)
+    if device.type == "cuda":
+        available = min(available, torch.cuda.mem_get_info(device)[0])
+    return max(STREAMING_CACHE_BYTES, available // 4)
 
 
 def embedding_columns(n_latent: int) -> list[str]:
@@ -140,7 +146,7 @@ class EmbeddingMixin:
         cells = self._encoder_chunks(adata, groups, batch_size)
         if cache_bytes is None:
             values = self.get_anndata_manager(adata, required=True).get_from_registry(X_KEY)
-            cache_bytes = default_cache_bytes(in_memory(values))
+            cache_bytes = default_cache_bytes(in_memory(values), self.device)
         encoder = self.module.encoder
         z = encoder.encode_streaming(cells.chunks, len(cells.names), cache_bytes).cpu().numpy()
         return EmbeddedGroups(
@@ -182,8 +188,9 @@ class EmbeddingMixin:
         cache_bytes
             Memory for the cells' projections and states between the encoder's passes; 0
             keeps nothing and reads the data once per pass. Default: for a matrix in memory,
-            a quarter of the memory available (at least 512 MiB; a default deep set keeps
-            about 2 kB per cell); for a backed or lazy one, 512 MiB.
+            a quarter of the memory available (at least 512 MiB; on a GPU, of its free memory
+            if less; a default deep set keeps about 2 kB per cell); for a backed or lazy one,
+            512 MiB.
 
         Returns
         -------

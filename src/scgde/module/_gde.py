@@ -190,11 +190,13 @@ class GDEModule(BaseModuleClass):
         library = np.maximum(np.asarray(x.sum(axis=1), dtype=np.float32).reshape(-1), 1.0)
         values = x.data / np.repeat(library, np.diff(x.indptr))
         values = np.log1p(values * np.float32(ENCODER_TARGET_SUM), dtype=np.float32)
+        # one index type for both arrays (torch needs it), without copying where they agree
+        index_dtype = np.promote_types(x.indptr.dtype, x.indices.dtype)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta")
             return torch.sparse_csr_tensor(
-                torch.from_numpy(x.indptr.astype(np.int64)),
-                torch.from_numpy(x.indices.astype(np.int64)),
+                torch.from_numpy(x.indptr.astype(index_dtype, copy=False)),
+                torch.from_numpy(x.indices.astype(index_dtype, copy=False)),
                 torch.from_numpy(values),
                 size=x.shape,
                 check_invariants=False,

@@ -165,9 +165,13 @@ class SetEncoder(nn.Module):
                 elif level == 0:
                     n_read_again += 1
                 h = h.double()
-                w = _row_weights(weights, h)
-                chunk_sums = segment_sum(h * w, set_ids, n_sets)
-                chunk_counts = segment_sum(w, set_ids, n_sets)[:, 0]
+                if weights:
+                    w = _row_weights(weights, h)
+                    chunk_sums = segment_sum(h * w, set_ids, n_sets)
+                    chunk_counts = segment_sum(w, set_ids, n_sets)[:, 0]
+                else:  # every row counts once
+                    chunk_sums = segment_sum(h, set_ids, n_sets)
+                    chunk_counts = torch.bincount(set_ids, minlength=n_sets).to(h.dtype)
                 sums = chunk_sums if sums is None else sums + chunk_sums
                 counts = chunk_counts if counts is None else counts + chunk_counts
             if sums is None or bool((counts <= 0).any()):

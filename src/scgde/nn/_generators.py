@@ -21,6 +21,7 @@ from ._diffusion import DiffusionGenerator
 from ._flow import FlowGenerator
 from ._generator import Generator
 from ._mlp import mlp
+from ._negative_binomial import negative_binomial_log_likelihood
 
 
 @doc_params(generator_args=GENERATOR_ARGS)
@@ -131,12 +132,15 @@ class CVAEGenerator(Generator):
         )
         if self.likelihood == "poisson":
             return Poisson(mu)
-        theta = torch.exp(self.log_gene_param.clamp(-10, 15))
         if self.likelihood == "nb":
-            return NegativeBinomial(mu=mu, theta=theta)
+            return NegativeBinomial(mu=mu, theta=self.inverse_dispersion())
         return ZeroInflatedNegativeBinomial(
-            mu=mu, theta=theta, zi_logits=self.decoder_dropout(hidden)
+            mu=mu, theta=self.inverse_dispersion(), zi_logits=self.decoder_dropout(hidden)
         )
+
+    def inverse_dispersion(self) -> torch.Tensor:
+        """``(n_input,)`` gene-wise inverse dispersion ``theta`` of the (ZI)NB likelihood."""
+        return torch.exp(self.log_gene_param.clamp(-10, 15))
 
     def inference(self, x, x_in, z) -> dict:
         """``q(u | x, z)``, a draw ``u`` from it, and the library size of each feature block
@@ -156,7 +160,13 @@ class CVAEGenerator(Generator):
 
     def loss(self, x, latent, generative_outputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Negative log-likelihood of each cell and the KL divergence of its ``u``."""
-        reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
+        px = generative_outputs["px"]
+        if self.likelihood == "nb":
+            # the gamma functions on the non-zero counts only (same values as px.log_prob)
+            log_likelihood = negative_binomial_log_likelihood(x, px.mu, self.inverse_dispersion())
+        else:
+            log_likelihood = px.log_prob(x).sum(-1)
+        reconstruction = -log_likelihood
         kl = kl_divergence(latent["qu"], generative_outputs["pu"]).sum(-1)
         return reconstruction, kl
 

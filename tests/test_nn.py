@@ -138,8 +138,22 @@ class _SumPooledDeepSet(DeepSetEncoder):
         p = self.project(x)
         h = self.embed_cells(p)
         for i in range(self.n_set_layers):
-            h = self.set_layer(i, p, h, segment_sum(h, set_ids, n_sets)[set_ids])
+            h = self.set_layer(i, p, h, segment_sum(h, set_ids, n_sets), set_ids)
         return self.readout(segment_sum(h, set_ids, n_sets))
+
+
+def test_mean_context_layer_equals_the_mlp_of_the_concatenated_states():
+    # the layer applies the set half of its first linear map once per set; the definition is
+    # the MLP of each cell's state concatenated with its set's mean state
+    from scgde.nn._set_encoders import _MeanContextLayer
+
+    torch.manual_seed(0)
+    layer = _MeanContextLayer(N_HIDDEN, N_INPUT, dropout=0.0)
+    h, injected = torch.randn(30, N_HIDDEN), torch.randn(30, N_HIDDEN)
+    set_ids = torch.randint(0, 4, (30,))
+    pooled = segment_mean(h, set_ids, 4)
+    expected = layer.norm(h + layer.mlp(torch.cat([h, pooled[set_ids]], -1)) + injected)
+    torch.testing.assert_close(layer(injected, h, pooled, set_ids), expected)
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 3])

@@ -9,9 +9,9 @@ times). An encoder is described by four pieces:
     input, in one matrix product; the identity by default);
 ``embed_cells(p)``
     per-cell states before any pooling, from the projections ``p``;
-``set_layer(i, p, h, pooled)``
-    the i-th layer, which updates each cell's state ``h`` given the mean ``pooled`` of the states
-    of its set (already broadcast to cells);
+``set_layer(i, p, h, pooled, set_ids)``
+    the i-th layer, which updates each cell's state ``h`` given the mean states ``pooled`` of
+    the sets (one row per set; ``set_ids`` gives each cell's row);
 ``readout(pooled)``
     maps the final set means to the distribution embedding.
 
@@ -51,7 +51,8 @@ class SetEncoder(nn.Module):
 
     Subclasses define ``project(x)`` (what each cell's input contributes; default: the input
     itself), ``embed_cells(p)`` (per-cell states from the projections),
-    ``set_layer(i, p, h, pooled)`` (update each cell's state given the mean state of its set)
+    ``set_layer(i, p, h, pooled, set_ids)`` (update each cell's state given the mean state of its
+    set)
     and ``readout(pooled)`` (set means to the embedding); pooling is by means only, so
     :meth:`encode_streaming` encodes a set of any size exactly in ``n_set_layers + 1`` passes
     over chunks of its cells.
@@ -69,9 +70,10 @@ class SetEncoder(nn.Module):
         raise NotImplementedError
 
     def set_layer(
-        self, i: int, p: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor
+        self, i: int, p: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor, set_ids: torch.Tensor
     ) -> torch.Tensor:
-        """Update cell states ``h`` with layer ``i`` given their set's mean state ``pooled``."""
+        """Update cell states ``h`` with layer ``i`` given the sets' mean states ``pooled``
+        (``(n_sets, width)``; cell ``j`` is in set ``set_ids[j]``)."""
         raise NotImplementedError
 
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -97,7 +99,7 @@ class SetEncoder(nn.Module):
         p = self.project(x)
         h = self.embed_cells(p)
         for i in range(self.n_set_layers):
-            h = self.set_layer(i, p, h, segment_mean(h, set_ids, n_sets)[set_ids])
+            h = self.set_layer(i, p, h, segment_mean(h, set_ids, n_sets), set_ids)
         return self.readout(segment_mean(h, set_ids, n_sets))
 
     @torch.inference_mode()
@@ -154,7 +156,7 @@ class SetEncoder(nn.Module):
                 if previous is None:
                     h = self._states_at_level(p, set_ids, means, level)
                 else:
-                    h = self.set_layer(level - 1, p, previous, means[level - 1][set_ids])
+                    h = self.set_layer(level - 1, p, previous, means[level - 1], set_ids)
                 entry[3] = h
                 if level == 0 and cache_bytes > 0:
                     kept.append(entry)
@@ -255,7 +257,7 @@ class SetEncoder(nn.Module):
         ``embed_cells(p)`` if known."""
         h = self.embed_cells(p) if cells is None else cells
         for i in range(level):
-            h = self.set_layer(i, p, h, means[i][set_ids])
+            h = self.set_layer(i, p, h, means[i], set_ids)
         return h
 
 
@@ -286,9 +288,15 @@ class _MeanContextLayer(nn.Module):
         self.norm = nn.LayerNorm(n_hidden)
 
     def forward(
-        self, injected: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor
+        self, injected: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor, set_ids: torch.Tensor
     ) -> torch.Tensor:
-        return self.norm(h + self.mlp(torch.cat([h, pooled], dim=-1)) + injected)
+        """``norm(h + mlp([h, pooled[set_ids]]) + injected)``. The first linear map of the MLP
+        is split in its cell and set halves, and the set half applied once per set: the same
+        map without the concatenation and with half the per-cell products."""
+        first, n = self.mlp[0], h.shape[1]
+        hidden = F.linear(h, first.weight[:, :n], first.bias)
+        hidden = hidden + F.linear(pooled, first.weight[:, n:])[set_ids]
+        return self.norm(h + self.mlp[1:](hidden) + injected)
 
 
 class DeepSetEncoder(SetEncoder):
@@ -348,10 +356,11 @@ class DeepSetEncoder(SetEncoder):
         if self.skip is not None:
             weights.append(self.skip.weight)
             biases.append(self.skip.weight.new_zeros(self.skip.out_features))
-        weight, bias = torch.cat(weights), torch.cat(biases)
+        bias = torch.cat(biases)
         if x.layout == torch.sparse_csr:  # sparse rows times the maps, without densifying
-            return torch.addmm(bias, x, weight.t())
-        return F.linear(x, weight, bias)
+            # the maps' transposes concatenated: a contiguous (n_input, width) right factor
+            return torch.addmm(bias, x, torch.cat([w.t() for w in weights], dim=1))
+        return F.linear(x, torch.cat(weights), bias)
 
     # with the skip, a state is [hidden state, skip(input)]; pooled, its skip part is the
     # skip map of the set mean (the map is linear)
@@ -363,9 +372,9 @@ class DeepSetEncoder(SetEncoder):
     def embed_cells(self, p: torch.Tensor) -> torch.Tensor:
         return self._with_skip(self.cell_mlp[1:](p[:, : self.n_hidden]), p)
 
-    def set_layer(self, i, p, h, pooled):
+    def set_layer(self, i, p, h, pooled, set_ids):
         n = self.n_hidden
-        h = self.layers[i](p[:, (i + 1) * n : (i + 2) * n], h[:, :n], pooled[:, :n])
+        h = self.layers[i](p[:, (i + 1) * n : (i + 2) * n], h[:, :n], pooled[:, :n], set_ids)
         return self._with_skip(h, p)
 
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """End-to-end tests of scgde.model.GDE on a small subset of the real demo data."""
 
+import tempfile
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -580,6 +582,71 @@ def test_sparse_counts_are_embedded_like_dense_ones(tmp_path):
     backed = ad.read_h5ad(path, backed="r")
     backed_z = model.get_distribution_embedding(backed, key_added=None, batch_size=50)
     np.testing.assert_allclose(backed_z.to_numpy(), dense_z.to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_backed_embedding_reads_the_file_once_in_blocks_and_spills_to_disk(tmp_path, monkeypatch):
+    """From a backed file, the encoder's projections beyond the memory cache go to a
+    temporary file (by default), so the counts are read once, in blocks of several chunks;
+    with ``disk_cache=False`` each pass reads them again. Results are the same."""
+    from scgde.data import RegisteredData
+    from scgde.nn import _set_encoders
+
+    adata = small_demo(n_samples=6, n_cells=60)
+    adata.X = sparse.csr_matrix(adata.X)
+    GDE.setup_anndata(adata, group_key="sample")
+    model = GDE(adata, n_latent=6)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    in_memory = model.get_distribution_embedding(key_added=None, batch_size=50)
+    path = tmp_path / "counts.h5ad"
+    fresh_copy(adata).write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    reads, folders = [], []
+    sparse_rows = RegisteredData.sparse_rows
+    monkeypatch.setattr(
+        RegisteredData,
+        "sparse_rows",
+        lambda self, rows: reads.append(len(rows)) or sparse_rows(self, rows),
+    )
+
+    class RecordedSpill(_set_encoders.ProjectionSpill):
+        def __init__(self, folder, budget=None):
+            folders.append(folder)
+            super().__init__(folder, budget)
+
+    monkeypatch.setattr(_set_encoders, "ProjectionSpill", RecordedSpill)
+    n_passes = model.module.encoder.n_set_layers + 1
+    try:
+        spilled = model.get_distribution_embedding(
+            backed, key_added=None, batch_size=50, cache_bytes=0
+        )
+        assert sum(reads) == adata.n_obs  # read once: the later passes read the spill file
+        assert len(reads) < -(-adata.n_obs // 50)  # fewer reads than chunks
+        assert folders == [tempfile.gettempdir()]
+        reads.clear()
+        kwargs = {"key_added": None, "batch_size": 50, "cache_bytes": 0}
+        read_again = model.get_distribution_embedding(backed, disk_cache=False, **kwargs)
+        assert sum(reads) == n_passes * adata.n_obs and len(folders) == 1
+        spill_folder = tmp_path / "spill"
+        spill_folder.mkdir()
+        chosen = model.get_distribution_embedding(backed, disk_cache=spill_folder, **kwargs)
+        assert folders[-1] == str(spill_folder) and list(spill_folder.iterdir()) == []
+    finally:
+        backed.file.close()
+    for z in (spilled, read_again, chosen):
+        np.testing.assert_allclose(z.to_numpy(), in_memory.to_numpy(), rtol=1e-4, atol=1e-5)
+    # data in memory: no file unless asked for
+    model.get_distribution_embedding(key_added=None, cache_bytes=0)
+    assert len(folders) == 2
+
+
+def test_bad_disk_cache_is_refused_before_anything_is_written(trained, tmp_path):
+    model, adata = trained
+    before = (set(adata.uns), set(adata.obsm))
+    with pytest.raises(NotADirectoryError, match="does not exist"):
+        model.get_distribution_embedding(disk_cache=tmp_path / "missing")
+    with pytest.raises(TypeError, match="disk_cache"):
+        model.get_distribution_embedding(disk_cache=1)
+    assert (set(adata.uns), set(adata.obsm)) == before
 
 
 @pytest.mark.parametrize(

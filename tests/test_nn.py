@@ -262,6 +262,70 @@ def test_encode_streaming_raises_when_a_set_gets_no_cells():
         encoder.encode_streaming(lambda: iter(()), n_sets=1)
 
 
+@SETTINGS
+@given(
+    budget=st.integers(64, 4_000),
+    rows=st.lists(st.integers(0, 12), min_size=1, max_size=40),
+)
+def test_projection_spill_keeps_the_newest_chunks_within_its_budget(tmp_path_factory, budget, rows):
+    """The spill file is a ring: each chunk reads back bit for bit, the chunks dropped to make
+    room are always the oldest (so the caller's chunks to read again stay a prefix of the
+    stream), and the file never grows beyond the budget."""
+    from scgde.nn._projection_spill import ProjectionSpill
+
+    spill = ProjectionSpill(tmp_path_factory.mktemp("spill"), budget)
+    generator = torch.Generator().manual_seed(budget)
+    stored, n_dropped = [], 0
+    for n in rows:
+        chunk = [
+            torch.randn(n, 5, generator=generator),
+            torch.arange(n),
+            torch.rand(n, generator=generator, dtype=torch.float64),
+        ]
+        n_dropped += spill.put(chunk)
+        stored.append(chunk)
+        assert len(spill) == len(stored) - n_dropped
+        for read, written in zip(spill, stored[n_dropped:], strict=True):
+            for a, b in zip(read, written, strict=True):
+                assert a.dtype == b.dtype and torch.equal(a, b)
+        if spill._file is not None:
+            assert spill._file.seek(0, 2) <= budget
+    spill.close()
+    assert len(spill) == 0
+
+
+@pytest.mark.parametrize(("cache_chunks", "spill_chunks"), [(0, None), (0, 10), (8, 10)])
+def test_encode_streaming_reads_spilled_projections_instead_of_the_data(
+    tmp_path, cache_chunks, spill_chunks
+):
+    """Chunks beyond the memory budget go to the spill file and later passes read them from
+    there; only chunks beyond both budgets are read from the data again. The result is the
+    same."""
+    encoder = _encoder(2, seed=5, n_input=20)
+    x = _cells(3000, 3, n_input=20)
+    set_ids = torch.randint(0, 3, (3000,), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        one_shot = encoder(x, set_ids, 3)
+    p = encoder.project(x[:97])
+    kept_bytes = p.numel() * 4 + encoder.embed_cells(p).numel() * 4  # one chunk in memory
+    spilled_bytes = -(-p.numel() * 4 // 64) * 64 + -(-97 * 8 // 64) * 64  # one chunk in the file
+    calls = []
+    streamed = encoder.encode_streaming(
+        _chunk_factory(x, set_ids, 97, calls),
+        3,
+        cache_bytes=cache_chunks * kept_bytes,
+        spill_dir=tmp_path,
+        spill_bytes=None if spill_chunks is None else spill_chunks * spilled_bytes,
+    )
+    n_chunks = -(-3000 // 97)
+    if spill_chunks is None:  # room for every chunk: the data are read once
+        assert calls == [n_chunks]
+    else:  # later passes read the chunks before the last cache_chunks + spill_chunks
+        assert calls == [n_chunks] + [n_chunks - cache_chunks - spill_chunks] * 2
+    torch.testing.assert_close(streamed, one_shot, rtol=1e-5, atol=1e-5)
+    assert list(tmp_path.iterdir()) == []  # the spill file is gone
+
+
 # ------------------------------------------------------------------------------ registries
 # ------------------------------------------------------------------------ baseline encoders
 @pytest.mark.parametrize("name", ["kme", "mean"])

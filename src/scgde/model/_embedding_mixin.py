@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -50,6 +52,11 @@ class GroupChunks(NamedTuple):
     chunks: object
 
 
+#: Most chunks of sparse counts read at once from a backed or lazy matrix, and the bytes
+#: (values and column indices) such a read aims at.
+READ_CHUNKS, READ_BYTES = 16, 2**26
+
+
 def default_cache_bytes(data_in_memory: bool, device: torch.device | str = "cpu") -> int:
     """The streaming encoder's default cache on ``device``: for data held in memory, a
     quarter of the memory available now (at least
@@ -65,6 +72,27 @@ def default_cache_bytes(data_in_memory: bool, device: torch.device | str = "cpu"
     if device.type == "cuda":
         available = min(available, torch.cuda.mem_get_info(device)[0])
     return max(STREAMING_CACHE_BYTES, available // 4)
+
+
+def spill_folder(disk_cache, data_in_memory: bool) -> str | None:
+    """The folder of the streaming encoder's temporary file of projections, from the
+    ``disk_cache`` argument of :meth:`EmbeddingMixin.get_distribution_embedding`: ``None``
+    (default) means the system's temporary folder for backed or lazy data and no file for
+    data in memory; ``True`` / ``False`` force the temporary folder / no file; a path names
+    the folder."""
+    if disk_cache is None:
+        disk_cache = not data_in_memory
+    if isinstance(disk_cache, bool):
+        return tempfile.gettempdir() if disk_cache else None
+    if not isinstance(disk_cache, str | os.PathLike):
+        raise TypeError(
+            "`disk_cache` must be True, False, None or the path of a folder, not "
+            f"{type(disk_cache).__name__}."
+        )
+    folder = os.fspath(disk_cache)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"`disk_cache` folder {folder!r} does not exist.")
+    return folder
 
 
 def embedding_columns(n_latent: int) -> list[str]:
@@ -112,13 +140,41 @@ class EmbeddingMixin:
     def _encoder_input_rows(self, data: RegisteredData, rows: np.ndarray) -> torch.Tensor:
         """What the set encoder reads of the cells at ``rows`` (increasing): sparse counts stay
         sparse (a sparse CSR tensor); other data are read dense."""
+        return self._encoder_input(data, rows, self._sparse_counts(data, rows))
+
+    def _sparse_counts(self, data: RegisteredData, rows: np.ndarray):
+        """The counts of the cells at ``rows`` as CSR where the encoder reads them sparse,
+        else ``None``."""
         module = self.module
-        counts = data.sparse_rows(rows) if module.count_data else None
-        x = None if counts is None else module.sparse_encoder_input(counts)
-        if x is None:  # dense data, continuous data or proteins: the dense path
-            tensors = {k: v.to(self.device) for k, v in data.rows(rows).items()}
-            x = module.encoder_input(module.modelled_data(tensors))
-        return x
+        return data.sparse_rows(rows) if module.count_data and not module.n_proteins else None
+
+    def _encoder_input(self, data: RegisteredData, rows: np.ndarray, counts) -> torch.Tensor:
+        """The encoder input of the cells at ``rows``, from their CSR ``counts`` if read."""
+        module = self.module
+        if counts is not None:
+            return module.sparse_encoder_input(counts)
+        tensors = {k: v.to(self.device) for k, v in data.rows(rows).items()}
+        return module.encoder_input(module.modelled_data(tensors))
+
+    def _encoder_inputs(
+        self, data: RegisteredData, rows: np.ndarray, batch_size: int, from_memory: bool
+    ) -> Iterator[torch.Tensor]:
+        """The encoder input of the cells at ``rows`` (increasing), ``batch_size`` cells at a
+        time. Sparse counts not ``from_memory`` are read several chunks at once (at most
+        :data:`READ_CHUNKS` chunks and about :data:`READ_BYTES`): each read of a backed or
+        lazy matrix has a fixed cost."""
+        n_read, start = batch_size, 0
+        while start < rows.size:
+            block = rows[start : start + n_read]
+            counts = self._sparse_counts(data, block)
+            for s in range(0, block.size, batch_size):
+                piece = None if counts is None else counts[s : s + batch_size]
+                yield self._encoder_input(data, block[s : s + batch_size], piece)
+            start += block.size
+            if counts is not None and not from_memory:  # the next read: about READ_BYTES
+                row_bytes = (counts.data.nbytes + counts.indices.nbytes) / block.size
+                fit = int(READ_BYTES // max(row_bytes * batch_size, 1.0))
+                n_read = batch_size * min(max(fit, 1), READ_CHUNKS)
 
     def _encoder_chunks(self, adata, groups, batch_size: int) -> GroupChunks:
         """The selected groups' cells and a factory of their chunks for the streaming
@@ -130,25 +186,36 @@ class EmbeddingMixin:
         module.eval()
         data = self._registered(adata)
 
+        from_memory = in_memory(data.data[X_KEY])
+
         def chunks():
-            for start in range(0, len(cell_indices), batch_size):
+            inputs = self._encoder_inputs(data, cell_indices, batch_size, from_memory)
+            for start, x in zip(range(0, len(cell_indices), batch_size), inputs, strict=True):
                 ids = torch.as_tensor(cell_group_ids[start : start + batch_size])
-                x = self._encoder_input_rows(data, cell_indices[start : start + batch_size])
                 yield x, ids.to(self.device)
 
         return GroupChunks(labels, names, cell_indices, cell_group_ids, chunks)
 
     def _embed(
-        self, adata, groups, batch_size: int, cache_bytes: int | None = None
+        self,
+        adata,
+        groups,
+        batch_size: int,
+        cache_bytes: int | None = None,
+        disk_cache: bool | str | os.PathLike | None = None,
     ) -> EmbeddedGroups:
         """Embeddings of the selected groups from all their cells, streamed in chunks
-        (``cache_bytes=None``: :func:`default_cache_bytes`)."""
+        (``cache_bytes=None``: :func:`default_cache_bytes`; ``disk_cache``: as
+        :func:`spill_folder` reads it)."""
+        values = self.get_anndata_manager(adata, required=True).get_from_registry(X_KEY)
+        folder = spill_folder(disk_cache, in_memory(values))
         cells = self._encoder_chunks(adata, groups, batch_size)
         if cache_bytes is None:
-            values = self.get_anndata_manager(adata, required=True).get_from_registry(X_KEY)
             cache_bytes = default_cache_bytes(in_memory(values), self.device)
-        encoder = self.module.encoder
-        z = encoder.encode_streaming(cells.chunks, len(cells.names), cache_bytes).cpu().numpy()
+        z = self.module.encoder.encode_streaming(
+            cells.chunks, len(cells.names), cache_bytes, spill_dir=folder
+        )
+        z = z.cpu().numpy()
         return EmbeddedGroups(
             cells.names, z, cells.labels, cells.cell_indices, cells.cell_group_ids
         )
@@ -160,6 +227,7 @@ class EmbeddingMixin:
         key_added: str | None = DEFAULT_KEY_ADDED,
         batch_size: int = 4096,
         cache_bytes: int | None = None,
+        disk_cache: bool | str | os.PathLike | None = None,
     ) -> pd.DataFrame:
         """Embed every group from **all** its cells, and write the result into ``adata``.
 
@@ -169,7 +237,8 @@ class EmbeddingMixin:
         (memory does not grow with group size) and the result equals encoding each group at
         once. Each cell is read once (sparse counts stay sparse), and its projections are
         kept between the encoder's passes within ``cache_bytes``; chunks beyond that budget
-        are read again. New groups (not seen in training) are embedded like any other.
+        go to a temporary file (``disk_cache``) or are read again. New groups (not seen in
+        training) are embedded like any other.
 
         Parameters
         ----------
@@ -191,6 +260,15 @@ class EmbeddingMixin:
             a quarter of the memory available (at least 512 MiB; on a GPU, of its free memory
             if less; a default deep set keeps about 2 kB per cell); for a backed or lazy one,
             512 MiB.
+        disk_cache
+            Where the projections that do not fit in ``cache_bytes`` go, so that the later
+            passes read them back (1.6 kB a cell for a default deep set) instead of reading
+            and projecting the data again: the path of a folder for a temporary file,
+            ``True`` for the system's temporary folder, ``False`` for no file (those chunks
+            are read again in each pass). The file takes at most half the folder's free
+            space (chunks beyond that are read again) and is deleted when the call ends.
+            Default: the temporary folder for a backed or lazy matrix, no file for one in
+            memory.
 
         Returns
         -------
@@ -204,7 +282,7 @@ class EmbeddingMixin:
         target = self.adata if adata is None else adata
         data = self._validate_anndata(adata)
         names, z, _, cell_indices, cell_group_ids = self._embed(
-            data, groups, batch_size, cache_bytes
+            data, groups, batch_size, cache_bytes, disk_cache
         )
         columns = embedding_columns(z.shape[1])
         table = pd.DataFrame(z, index=pd.Index(names, name="group"), columns=columns)

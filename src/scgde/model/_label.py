@@ -330,7 +330,7 @@ class LabelGDE(GDE):
         cells = np.arange(adata.n_obs)
         return GroupChunks(None, self._value_names(values), cells, None, chunks)
 
-    def _embed(self, adata, groups, batch_size: int, cache_bytes: int | None = None):
+    def _embed(self, adata, groups, batch_size: int, cache_bytes=None, disk_cache=None):
         self._group_labels(adata)  # a TypeError that points to get_label_embedding
 
     def get_label_embedding(

@@ -18,12 +18,13 @@ times). An encoder is described by four pieces:
 Because each pooling step is a mean, a set of any size can be encoded *exactly* in chunks with
 ``n_set_layers + 1`` streaming passes over its cells (see :meth:`SetEncoder.encode_streaming`);
 the projections of the first pass are kept for the later ones within a memory budget, so the
-input is read and projected once (beyond the budget, only the chunks that do not fit are read
-again).
+input is read and projected once (beyond the budget, the chunks that do not fit go to a
+temporary file if one is given, else are read again).
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._mlp import mlp
+from ._projection_spill import ProjectionSpill
 from ._segment import segment_mean, segment_sum
 
 ChunkFactory = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -108,6 +110,8 @@ class SetEncoder(nn.Module):
         chunks: ChunkFactory,
         n_sets: int,
         cache_bytes: int = STREAMING_CACHE_BYTES,
+        spill_dir: str | os.PathLike | None = None,
+        spill_bytes: int | None = None,
     ) -> torch.Tensor:
         """Encode sets too large for memory, exactly, from a stream of cell chunks.
 
@@ -127,21 +131,40 @@ class SetEncoder(nn.Module):
             Memory for the cells' projections and states between passes. The first pass
             keeps the last chunks that fit; later passes read and project only the chunks
             before them (0: read every chunk in every pass).
+        spill_dir
+            Folder for a temporary file (:class:`~scgde.nn._projection_spill.ProjectionSpill`)
+            that receives the projections of the chunks beyond ``cache_bytes``, so that later
+            passes read them back instead of reading and projecting the data again; deleted
+            before returning. ``None``: no file.
+        spill_bytes
+            Most bytes of that file; chunks beyond both budgets are read again. Default: half
+            the folder's free space.
 
         Returns
         -------
         ``(n_sets, n_latent)`` embeddings, equal (to float tolerance) to :meth:`forward` on all
         cells at once. Means are accumulated in float64.
         """
-        return self.readout(self._streaming_means(chunks, n_sets, cache_bytes)[-1])
+        spill = None if spill_dir is None else ProjectionSpill(spill_dir, spill_bytes)
+        try:
+            means = self._streaming_means(chunks, n_sets, cache_bytes, spill)
+        finally:
+            if spill is not None:
+                spill.close()
+        return self.readout(means[-1])
 
     def _streaming_means(
-        self, chunks: ChunkFactory, n_sets: int, cache_bytes: int = STREAMING_CACHE_BYTES
+        self,
+        chunks: ChunkFactory,
+        n_sets: int,
+        cache_bytes: int = STREAMING_CACHE_BYTES,
+        spill: ProjectionSpill | None = None,
     ) -> list[torch.Tensor]:
         """The per-set mean states of every level, one streaming pass per level. The first
-        pass keeps the last chunks whose projections and states fit in ``cache_bytes``; later
-        passes read only the chunks before them, and the kept states advance one level per
-        pass instead of being recomputed."""
+        pass keeps the last chunks whose projections and states fit in ``cache_bytes``, and
+        moves the older ones to ``spill`` while it has room; later passes read only the
+        chunks before those, recompute the states of the spilled chunks from their
+        projections, and advance the kept states one level per pass."""
         means: list[torch.Tensor] = []
         dtype = next(self.parameters()).dtype
         # [projections, set ids, weights, states] of the kept chunks, oldest first
@@ -151,21 +174,21 @@ class SetEncoder(nn.Module):
             sums, counts = None, None
             read = islice(self._projected(chunks), None if level == 0 else n_read_again)
             stream = ([p, set_ids, w, None] for p, set_ids, w in read)
-            for entry in stream if level == 0 else chain(stream, kept):
+            spilled = ([p, set_ids, w, None] for p, set_ids, *w in spill or ())
+            for entry in stream if level == 0 else chain(stream, spilled, kept):
                 p, set_ids, weights, previous = entry
                 if previous is None:
                     h = self._states_at_level(p, set_ids, means, level)
                 else:
                     h = self.set_layer(level - 1, p, previous, means[level - 1], set_ids)
                 entry[3] = h
-                if level == 0 and cache_bytes > 0:
+                if level == 0:
                     kept.append(entry)
                     kept_bytes += _entry_bytes(entry)
-                    while kept and kept_bytes > cache_bytes:  # the oldest are read again
-                        kept_bytes -= _entry_bytes(kept.popleft())
-                        n_read_again += 1
-                elif level == 0:
-                    n_read_again += 1
+                    while kept and kept_bytes > cache_bytes:  # the oldest: spilled or read again
+                        old = kept.popleft()
+                        kept_bytes -= _entry_bytes(old)
+                        n_read_again += 1 if spill is None else spill.put([*old[:2], *old[2]])
                 h = h.double()
                 if weights:
                     w = _row_weights(weights, h)

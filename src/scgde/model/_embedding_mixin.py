@@ -54,7 +54,7 @@ class GroupChunks(NamedTuple):
 
 #: Most chunks of sparse counts read at once from a backed or lazy matrix, and the bytes
 #: (values and column indices) such a read aims at.
-READ_CHUNKS, READ_BYTES = 16, 2**26
+READ_CHUNKS, READ_BYTES = 16, 2**25
 
 
 def default_cache_bytes(data_in_memory: bool, device: torch.device | str = "cpu") -> int:
@@ -168,7 +168,9 @@ class EmbeddingMixin:
             block = rows[start : start + n_read]
             counts = self._sparse_counts(data, block)
             for s in range(0, block.size, batch_size):
-                piece = None if counts is None else counts[s : s + batch_size]
+                piece = counts
+                if counts is not None and block.size > batch_size:
+                    piece = counts[s : s + batch_size]
                 yield self._encoder_input(data, block[s : s + batch_size], piece)
             start += block.size
             if counts is not None and not from_memory:  # the next read: about READ_BYTES

@@ -294,6 +294,26 @@ def test_projection_spill_keeps_the_newest_chunks_within_its_budget(tmp_path_fac
     assert len(spill) == 0
 
 
+def test_default_spill_budget_is_half_the_smaller_of_free_disk_and_available_memory(
+    tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from scgde.nn import _projection_spill
+
+    for free, available in [(100 * 2**30, 8 * 2**30), (2 * 2**30, 8 * 2**30)]:
+        monkeypatch.setattr(
+            _projection_spill.shutil, "disk_usage", lambda folder, f=free: SimpleNamespace(free=f)
+        )
+        monkeypatch.setattr(
+            _projection_spill.psutil,
+            "virtual_memory",
+            lambda a=available: SimpleNamespace(available=a),
+        )
+        assert _projection_spill.default_spill_bytes(tmp_path) == min(free, available) // 2
+        assert _projection_spill.ProjectionSpill(tmp_path).budget == min(free, available) // 2
+
+
 @pytest.mark.parametrize(("cache_chunks", "spill_chunks"), [(0, None), (0, 10), (8, 10)])
 def test_encode_streaming_reads_spilled_projections_instead_of_the_data(
     tmp_path, cache_chunks, spill_chunks

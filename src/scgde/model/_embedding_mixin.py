@@ -268,7 +268,8 @@ class EmbeddingMixin:
             and projecting the data again: the path of a folder for a temporary file,
             ``True`` for the system's temporary folder, ``False`` for no file (those chunks
             are read again in each pass). The file takes at most half the folder's free
-            space (chunks beyond that are read again) and is deleted when the call ends.
+            space and half the memory available (the operating system's file cache keeps
+            it there; chunks beyond that are read again) and is deleted when the call ends.
             Default: the temporary folder for a backed or lazy matrix, no file for one in
             memory.
 

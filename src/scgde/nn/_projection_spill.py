@@ -23,6 +23,7 @@ import tempfile
 from collections import deque
 
 import numpy as np
+import psutil
 import torch
 
 #: Byte boundary of every tensor in the file, so that tensors read back are aligned.
@@ -30,9 +31,12 @@ _ALIGN = 64
 
 
 def default_spill_bytes(folder: str | os.PathLike) -> int:
-    """Half the free space of ``folder``'s file system: what a spill file may use by
-    default."""
-    return shutil.disk_usage(folder).free // 2
+    """What a spill file may use by default: half the free space of ``folder``'s file system,
+    and at most half the memory available now. The file is fast to read back only while the
+    operating system keeps it in its file cache in memory: a file larger than that is read
+    back from the disk, which was slower than reading and projecting the counts again
+    (benchmarks/scale.py --one-group)."""
+    return min(shutil.disk_usage(folder).free, psutil.virtual_memory().available) // 2
 
 
 class ProjectionSpill:

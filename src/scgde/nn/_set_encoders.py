@@ -137,8 +137,8 @@ class SetEncoder(nn.Module):
             passes read them back instead of reading and projecting the data again; deleted
             before returning. ``None``: no file.
         spill_bytes
-            Most bytes of that file; chunks beyond both budgets are read again. Default: half
-            the folder's free space.
+            Most bytes of that file; chunks beyond both budgets are read again. Default:
+            :func:`~scgde.nn._projection_spill.default_spill_bytes`.
 
         Returns
         -------

@@ -132,13 +132,14 @@ class SetEncoder(nn.Module):
             keeps the last chunks that fit; later passes read and project only the chunks
             before them (0: read every chunk in every pass).
         spill_dir
-            Folder for a temporary file (:class:`~scgde.nn._projection_spill.ProjectionSpill`)
-            that receives the projections of the chunks beyond ``cache_bytes``, so that later
+            Folder for a temporary file (``nn._projection_spill.ProjectionSpill``) that
+            receives the projections of the chunks beyond ``cache_bytes``, so that later
             passes read them back instead of reading and projecting the data again; deleted
             before returning. ``None``: no file.
         spill_bytes
             Most bytes of that file; chunks beyond both budgets are read again. Default:
-            :func:`~scgde.nn._projection_spill.default_spill_bytes`.
+            ``nn._projection_spill.default_spill_bytes`` (half the free space of the
+            folder and at most half the memory available).
 
         Returns
         -------

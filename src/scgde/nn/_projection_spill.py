@@ -32,10 +32,9 @@ _ALIGN = 64
 
 def default_spill_bytes(folder: str | os.PathLike) -> int:
     """What a spill file may use by default: half the free space of ``folder``'s file system,
-    and at most half the memory available now. The file is fast to read back only while the
-    operating system keeps it in its file cache in memory: a file larger than that is read
-    back from the disk, which was slower than reading and projecting the counts again
-    (benchmarks/scale.py --one-group)."""
+    and at most half the memory available now, so that the operating system's file cache
+    can hold the file (beyond it, the file is read back from the disk) and a large
+    embedding never fills the disk."""
     return min(shutil.disk_usage(folder).free, psutil.virtual_memory().available) // 2
 
 

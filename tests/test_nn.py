@@ -346,6 +346,26 @@ def test_encode_streaming_reads_spilled_projections_instead_of_the_data(
     assert list(tmp_path.iterdir()) == []  # the spill file is gone
 
 
+def test_weighted_chunks_survive_the_spill_file(tmp_path):
+    """Weighted chunks ``(x, set_ids, weights)`` keep their weights through the spill file:
+    the same embedding as with every chunk kept in memory."""
+    encoder = _encoder(2, seed=6, n_input=20)
+    x = _cells(1000, 8, n_input=20)
+    set_ids = torch.randint(0, 2, (1000,), generator=torch.Generator().manual_seed(9))
+    weights = torch.rand(1000, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+
+    def chunks():
+        for start in range(0, 1000, 97):
+            part = slice(start, start + 97)
+            yield x[part], set_ids[part], weights[part]
+
+    kept = encoder.encode_streaming(chunks, 2)
+    spilled = encoder.encode_streaming(chunks, 2, cache_bytes=0, spill_dir=tmp_path)
+    torch.testing.assert_close(spilled, kept, rtol=1e-6, atol=1e-6)
+    unweighted = encoder.encode_streaming(lambda: ((a, b) for a, b, _ in chunks()), 2)
+    assert not torch.allclose(kept, unweighted, atol=1e-3)  # the weights matter here
+
+
 # ------------------------------------------------------------------------------ registries
 # ------------------------------------------------------------------------ baseline encoders
 @pytest.mark.parametrize("name", ["kme", "mean"])

@@ -187,7 +187,6 @@ class EmbeddingMixin:
         module = self.module
         module.eval()
         data = self._registered(adata)
-
         from_memory = in_memory(data.data[X_KEY])
 
         def chunks():
@@ -210,10 +209,11 @@ class EmbeddingMixin:
         (``cache_bytes=None``: :func:`default_cache_bytes`; ``disk_cache``: as
         :func:`spill_folder` reads it)."""
         values = self.get_anndata_manager(adata, required=True).get_from_registry(X_KEY)
-        folder = spill_folder(disk_cache, in_memory(values))
+        data_in_memory = in_memory(values)
+        folder = spill_folder(disk_cache, data_in_memory)
         cells = self._encoder_chunks(adata, groups, batch_size)
         if cache_bytes is None:
-            cache_bytes = default_cache_bytes(in_memory(values), self.device)
+            cache_bytes = default_cache_bytes(data_in_memory, self.device)
         z = self.module.encoder.encode_streaming(
             cells.chunks, len(cells.names), cache_bytes, spill_dir=folder
         )

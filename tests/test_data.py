@@ -197,12 +197,24 @@ def test_check_values_rejects_non_numeric():
         check_values(np.array([["a", "b"]]), "X", require_counts=False, likelihood="gaussian")
 
 
-@pytest.mark.parametrize("bad", [np.nan, 0.5, -1.0])
-def test_check_values_checks_all_values_of_large_dense(bad):
-    x = np.ones((1001, 1000), dtype=np.float32)  # 1,001,000 values: more than one chunk
-    x[-1, -1] = bad
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "message"), [(np.nan, "NaN"), (0.5, "non-integer"), (-1.0, "negative")]
+)
+@pytest.mark.parametrize("position", [0, 300_000, -1])  # the first, a middle, the last piece
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_check_values_checks_all_values_of_large_dense(bad, message, position, layout):
+    # 1,001,000 values: several pieces of the check and more than one block of rows; a bad
+    # value anywhere is found with its own message, whatever the other pieces hold
+    x = np.ones((1001, 2000 if layout == "strided" else 1000), dtype=np.float32, order="C")
+    x = x[:, ::2] if layout == "strided" else np.asfortranarray(x) if layout == "F" else x
+    x.flat[position] = bad
+    with pytest.raises(ValueError, match=message):
         check_values(x, "X", require_counts=True, likelihood="nb")
+    if message == "NaN":
+        with pytest.raises(ValueError, match=message):
+            check_values(x, "X", require_counts=False, likelihood="gaussian")
+    else:
+        check_values(x, "X", require_counts=False, likelihood="gaussian")
 
 
 def test_check_values_checks_all_values_of_large_sparse():

@@ -68,7 +68,7 @@ class SetEncoder(nn.Module):
         return self.projector()(x)
 
     def projector(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """:meth:`project` for a run of chunks whose parameters do not change in between
+        """``project(x)`` for a run of chunks whose parameters do not change in between
         (a streaming pass): what it needs from the parameters is prepared once."""
         return lambda x: x.to_dense() if x.layout == torch.sparse_csr else x
 

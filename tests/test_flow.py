@@ -9,6 +9,7 @@ import scanpy as sc
 import scvi
 import torch
 from _helpers import small_demo
+from scipy import stats
 
 from scgde.data._set_sampler import GroupSetSampler
 from scgde.model import GDE
@@ -40,6 +41,35 @@ def test_flow_is_registered_and_rejects_counts_and_bad_options():
     gen = FlowGenerator(4, 2, 0)
     with pytest.raises(ValueError, match="ODE method"):
         gen.sample(torch.zeros(3, 2), torch.zeros(3, 0), method="ddim")
+
+
+def _logit(t):
+    return np.log(t / (1 - t))
+
+
+#: cumulative distribution functions of the training times t in (0, 1)
+_TIME_CDFS = {
+    "uniform": lambda t: t,
+    "logit_normal": lambda t: stats.norm.cdf(_logit(t)),
+}
+
+
+@pytest.mark.parametrize("distribution", sorted(_TIME_CDFS))
+def test_training_times_follow_the_chosen_distribution(distribution):
+    with pytest.raises(ValueError, match="time_distribution"):
+        FlowGenerator(4, 2, 0, time_distribution="beta")
+    assert FlowGenerator(1, 2, 0).time_distribution == "uniform"  # the default
+    gen = FlowGenerator(1, 2, 0, time_distribution=distribution)
+    torch.manual_seed(0)
+    n = 20_000
+    t = gen.inference(torch.zeros(n, 1), None, None)["t"].double().numpy()
+    assert t.min() > 0 and t.max() < 1
+    # Kolmogorov-Smirnov distance to the intended law below its 0.1% critical value
+    # (1.95 / sqrt(n)), and above 5 times that against the other law
+    critical = 1.95 / math.sqrt(n)
+    for name, cdf in _TIME_CDFS.items():
+        distance = stats.kstest(t, cdf).statistic
+        assert distance < critical if name == distribution else distance > 5 * critical
 
 
 def test_conditioning_once_per_distinct_row_equals_conditioning_per_cell():

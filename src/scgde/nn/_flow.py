@@ -27,6 +27,7 @@ from ._mlp import mlp
 
 ODE_METHODS = ("euler", "midpoint", "heun")
 FRAMES = ("set", "source", "global")
+TIME_DISTRIBUTIONS = ("uniform", "logit_normal")
 
 #: Smallest scale of the set frame, in units of the training data's per-feature sd.
 MIN_FRAME_SCALE = 0.02
@@ -96,6 +97,17 @@ class FlowGenerator(FeatureStandardization, Generator):
         rho of ``|z_i - z_j|`` with W2 0.924 against 0.815 with ``"log"`` on Gaussians, but a
         second run of the same comparison gave 0.791 against 0.803; ``frame="source"`` does more
         for the geometry.
+    time_distribution
+        How training draws the time ``t`` of each cell's path: ``"uniform"`` (default),
+        ``t ~ U(0, 1)``, or ``"logit_normal"``, ``t = sigmoid(e)`` with ``e ~ N(0, 1)``
+        (Esser et al. 2024), which trains the middle of the path most, where the velocity
+        decides which part of a set (e.g. which mode of a mixture) a point goes to. Side by
+        side at the budgets of the benchmarks, ``"logit_normal"`` generates better cells
+        (GMM 4.43 against 5.20; Normal 0.0223 / 0.0283 against 0.0230 / 0.0313; decoded
+        interpolation 0.18 against 0.25) but its embedding's distances follow W2 less
+        (Spearman rho 0.872 against 0.958, median of three runs on Gaussians; 0.692 against
+        0.787 on mixtures): choose it when generated cells matter more than distances
+        (``CHANGELOG.md``).
     method
         Default ODE solver of :meth:`sample`: ``"euler"``, ``"midpoint"`` or ``"heun"``.
     n_sampling_steps
@@ -114,6 +126,7 @@ class FlowGenerator(FeatureStandardization, Generator):
         n_time_embedding: int = 64,
         frame: str = "set",
         frame_scale: str = "log",
+        time_distribution: str = "uniform",
         method: str = "euler",
         n_sampling_steps: int = 10,
     ):
@@ -125,6 +138,12 @@ class FlowGenerator(FeatureStandardization, Generator):
         if frame_scale not in ("log", "linear"):
             raise ValueError(f"`frame_scale` must be 'log' or 'linear', got {frame_scale!r}.")
         self.frame_scale = frame_scale
+        if time_distribution not in TIME_DISTRIBUTIONS:
+            raise ValueError(
+                f"`time_distribution` must be one of {TIME_DISTRIBUTIONS}, "
+                f"got {time_distribution!r}."
+            )
+        self.time_distribution = time_distribution
         self._register_feature_statistics(n_input)
         self.method, self.n_sampling_steps = self._check_sampler(method, n_sampling_steps)
         n_condition = n_latent_dist + n_covariates
@@ -161,11 +180,17 @@ class FlowGenerator(FeatureStandardization, Generator):
     # ----------------------------------------------------------------- generator interface
     def inference(self, x, x_in, z) -> dict[str, torch.Tensor]:
         """The start and time of each cell's path: the standardised cell ``x1``, noise ``y0``
-        and ``t ~ U(0, 1)`` (``x_in`` and ``z`` are not used)."""
+        and ``t`` drawn from ``time_distribution`` (``x_in`` and ``z`` are not used)."""
         x1 = self.standardize(x)
         y0 = torch.randn_like(x1)
-        t = torch.rand(x1.shape[0], device=x1.device, dtype=x1.dtype)
-        return {"x1": x1, "y0": y0, "t": t}
+        return {"x1": x1, "y0": y0, "t": self._training_times(x1)}
+
+    def _training_times(self, like: torch.Tensor) -> torch.Tensor:
+        """One time per row of ``like``, drawn from ``time_distribution``."""
+        n, kwargs = like.shape[0], {"device": like.device, "dtype": like.dtype}
+        if self.time_distribution == "uniform":
+            return torch.rand(n, **kwargs)
+        return torch.sigmoid(torch.randn(n, **kwargs))
 
     def generative(self, z, cov, latent) -> dict[str, torch.Tensor]:
         """Frame of each cell's set, and the true and predicted velocity at time ``t`` of the

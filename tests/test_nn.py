@@ -563,6 +563,88 @@ def test_cvae_nb_loss_equals_scvi_log_prob():
     torch.testing.assert_close(reconstruction, expected, rtol=1e-5, atol=1e-4)
 
 
+def _set_prior_output(gen, output):
+    """Make the prior network output ``output`` for every input (zero last weights)."""
+    last = [m for m in gen.prior_network.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(output)
+
+
+def test_cvae_mixture_prior_weights_means_and_samples():
+    torch.manual_seed(0)
+    k, d = 3, 2
+    gen = CVAEGenerator(
+        N_INPUT, N_LATENT, 0, likelihood="gaussian", n_latent_cell=d, n_hidden=8, prior_components=k
+    )
+    weights = torch.tensor([0.2, 0.3, 0.5])
+    means = torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    log_var = torch.full((k, d), 2 * np.log(0.5))  # standard deviation 0.5
+    _set_prior_output(gen, torch.cat([weights.log(), torch.cat([means, log_var], -1).ravel()]))
+    n = 20_000
+    u = gen.prior(torch.randn(n, N_LATENT), torch.zeros(n, 0)).sample()
+    # each draw lies within 3 sd (0.5 each) of exactly one of the far-apart means
+    component = torch.cdist(u, means).argmin(-1)
+    assert (u - means[component]).abs().max() < 2.5
+    shares = torch.bincount(component, minlength=k) / n
+    # binomial standard error of a share: sqrt(0.25 / 20,000) = 0.0035; 5 of them
+    torch.testing.assert_close(shares, weights, atol=0.018, rtol=0)
+    std = torch.stack([u[component == j].std(0) for j in range(k)])
+    torch.testing.assert_close(std, torch.full((k, d), 0.5), atol=0.05, rtol=0)
+
+
+def test_cvae_mixture_prior_kl_estimate_is_unbiased():
+    # with identical components the mixture is one Gaussian: the one-sample KL estimate must
+    # average to the closed-form KL
+    torch.manual_seed(0)
+    k, d, n = 4, 3, 50_000
+    gen = CVAEGenerator(
+        N_INPUT, N_LATENT, 0, likelihood="gaussian", n_latent_cell=d, n_hidden=8, prior_components=k
+    )
+    prior_mean, prior_log_var = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.0, 0.4, -0.6])
+    component = torch.cat([prior_mean, prior_log_var])
+    _set_prior_output(gen, torch.cat([torch.randn(k), component.repeat(k)]))
+    x = torch.randn(n, N_INPUT)
+    z = torch.randn(n, N_LATENT)
+    with torch.no_grad():
+        latent, outputs = gen(x, x, z, torch.zeros(n, 0))
+        _, kl = gen.loss(x, latent, outputs)
+    exact = torch.distributions.kl_divergence(
+        latent["qu"], torch.distributions.Normal(prior_mean, torch.exp(0.5 * prior_log_var))
+    ).sum(-1)
+    difference = kl - exact  # zero mean; its spread sets the tolerance (5 standard errors)
+    assert difference.mean().abs() < 5 * difference.std() / np.sqrt(n)
+    assert difference.std() > 0  # an estimate, not the closed form
+
+
+def test_cvae_mixture_prior_trains_every_part():
+    torch.manual_seed(0)
+    gen = CVAEGenerator(
+        N_INPUT,
+        N_LATENT,
+        2,
+        likelihood="gaussian",
+        n_latent_cell=3,
+        n_hidden=8,
+        prior_components=3,
+        dropout=0.0,
+    )
+    x, z = torch.randn(20, N_INPUT), torch.randn(20, N_LATENT, requires_grad=True)
+    reconstruction, kl = gen.loss(x, *gen(x, x, z, torch.randn(20, 2)))
+    (reconstruction + kl).mean().backward()
+    # the weights, means and scales of the components, the cell encoder and z all learn
+    for name, param in gen.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert z.grad.abs().sum() > 0
+
+
+def test_cvae_mixture_prior_needs_a_conditional_prior():
+    with pytest.raises(ValueError, match="prior_components"):
+        CVAEGenerator(N_INPUT, N_LATENT, 0, prior_components=2, conditional_prior=False)
+    with pytest.raises(ValueError, match="prior_components"):
+        CVAEGenerator(N_INPUT, N_LATENT, 0, prior_components=0)
+
+
 def test_cvae_training_reduces_nb_loss():
     from scvi.distributions import NegativeBinomial
 

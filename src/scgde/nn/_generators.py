@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 from torch import nn
-from torch.distributions import Normal, Poisson, kl_divergence
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    Poisson,
+    kl_divergence,
+)
 
 from .._constants import COUNT_LIKELIHOODS, LIKELIHOODS
 from .._docs import GENERATOR_ARGS, doc_params
@@ -54,6 +62,11 @@ class CVAEGenerator(Generator):
         scale an MLP predicts from the set embedding and covariates (the prior network of a
         conditional VAE), and cells are generated with ``u`` drawn from it. Whatever ``u``
         learns about the set is then regenerated from ``z``. ``False``: ``p(u) = N(0, I)``.
+    prior_components
+        Conditional prior only: number of Gaussian components of ``p(u | z, cov)``. With more
+        than one, the prior network also predicts the components' weights, so that a set made
+        of distinct populations can put each in its own region of ``u``; the KL divergence is
+        then estimated from the drawn ``u`` (one sample), as it has no closed form.
     """
 
     has_cell_latent = True
@@ -70,6 +83,7 @@ class CVAEGenerator(Generator):
         dropout: float = 0.1,
         block_sizes: tuple[int, ...] | None = None,
         conditional_prior: bool = True,
+        prior_components: int = 1,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -79,7 +93,14 @@ class CVAEGenerator(Generator):
             raise ValueError(f"`block_sizes` {block_sizes} must be positive and sum to {n_input}.")
         if len(block_sizes) > 1 and likelihood not in COUNT_LIKELIHOODS:
             raise ValueError("Several feature blocks need a count likelihood.")
+        prior_components = int(prior_components)
+        if prior_components < 1 or (prior_components > 1 and not conditional_prior):
+            raise ValueError(
+                f"`prior_components` must be 1, or more with `conditional_prior=True`; "
+                f"got {prior_components}."
+            )
         self.block_sizes = block_sizes
+        self.prior_components = prior_components
         self.likelihood = likelihood
         self.n_latent_cell = n_latent_cell
         self.cell_encoder = mlp(
@@ -89,8 +110,14 @@ class CVAEGenerator(Generator):
             n_latent_cell + n_latent_dist + n_covariates, n_hidden, n_hidden, n_layers, dropout
         )
         self.decoder_mean = nn.Linear(n_hidden, n_input)
+        # a mean and log variance per component, and the components' logits if several
+        n_prior_out = (
+            2 * n_latent_cell
+            if prior_components == 1
+            else prior_components * (2 * n_latent_cell + 1)
+        )
         self.prior_network = (
-            mlp(n_latent_dist + n_covariates, 2 * n_latent_cell, n_hidden, n_layers=1)
+            mlp(n_latent_dist + n_covariates, n_prior_out, n_hidden, n_layers=1)
             if conditional_prior
             else None
         )
@@ -104,13 +131,21 @@ class CVAEGenerator(Generator):
         mean, log_var = self.cell_encoder(torch.cat([x_in, z], dim=-1)).chunk(2, dim=-1)
         return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
 
-    def prior(self, z: torch.Tensor, cov: torch.Tensor) -> Normal:
-        """``p(u | z, cov)`` (conditional prior), or ``N(0, I)``."""
+    def prior(self, z: torch.Tensor, cov: torch.Tensor) -> Distribution:
+        """``p(u | z, cov)`` (conditional prior; a Gaussian, or a mixture of
+        ``prior_components`` Gaussians over the whole vector ``u``), or ``N(0, I)``."""
         if self.prior_network is None:
             zeros = z.new_zeros(z.shape[0], self.n_latent_cell)
             return Normal(zeros, torch.ones_like(zeros))
-        mean, log_var = self.prior_network(torch.cat([z, cov], dim=-1)).chunk(2, dim=-1)
-        return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
+        out = self.prior_network(torch.cat([z, cov], dim=-1))
+        if self.prior_components == 1:
+            mean, log_var = out.chunk(2, dim=-1)
+            return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
+        k, d = self.prior_components, self.n_latent_cell
+        logits, params = out[:, :k], out[:, k:].reshape(-1, k, 2 * d)
+        mean, log_var = params.chunk(2, dim=-1)
+        components = Independent(Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4), 1)
+        return MixtureSameFamily(Categorical(logits=logits), components)
 
     def likelihood_distribution(
         self, u: torch.Tensor, z: torch.Tensor, cov: torch.Tensor, library: torch.Tensor | None
@@ -167,7 +202,11 @@ class CVAEGenerator(Generator):
         else:
             log_likelihood = px.log_prob(x).sum(-1)
         reconstruction = -log_likelihood
-        kl = kl_divergence(latent["qu"], generative_outputs["pu"]).sum(-1)
+        qu, pu = latent["qu"], generative_outputs["pu"]
+        if isinstance(pu, Normal):
+            kl = kl_divergence(qu, pu).sum(-1)
+        else:  # a mixture prior: one-sample estimate at the drawn u
+            kl = qu.log_prob(latent["u"]).sum(-1) - pu.log_prob(latent["u"])
         return reconstruction, kl
 
     def cell_latent(self, x_in, z) -> torch.Tensor:

@@ -643,6 +643,8 @@ def test_cvae_mixture_prior_needs_a_conditional_prior():
         CVAEGenerator(N_INPUT, N_LATENT, 0, prior_components=2, conditional_prior=False)
     with pytest.raises(ValueError, match="prior_components"):
         CVAEGenerator(N_INPUT, N_LATENT, 0, prior_components=0)
+    with pytest.raises(ValueError, match="prior_components"):
+        CVAEGenerator(N_INPUT, N_LATENT, 0, prior_components=2.5)
 
 
 def test_cvae_training_reduces_nb_loss():

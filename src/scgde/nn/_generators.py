@@ -8,6 +8,8 @@ both for continuous data.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 import torch.nn.functional as F
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
@@ -93,14 +95,18 @@ class CVAEGenerator(Generator):
             raise ValueError(f"`block_sizes` {block_sizes} must be positive and sum to {n_input}.")
         if len(block_sizes) > 1 and likelihood not in COUNT_LIKELIHOODS:
             raise ValueError("Several feature blocks need a count likelihood.")
-        prior_components = int(prior_components)
-        if prior_components < 1 or (prior_components > 1 and not conditional_prior):
+        if (
+            isinstance(prior_components, bool)
+            or not isinstance(prior_components, Integral)
+            or prior_components < 1
+            or (prior_components > 1 and not conditional_prior)
+        ):
             raise ValueError(
-                f"`prior_components` must be 1, or more with `conditional_prior=True`; "
-                f"got {prior_components}."
+                f"`prior_components` must be an integer >= 1 (more than 1 needs "
+                f"`conditional_prior=True`), got {prior_components!r}."
             )
         self.block_sizes = block_sizes
-        self.prior_components = prior_components
+        self.prior_components = int(prior_components)
         self.likelihood = likelihood
         self.n_latent_cell = n_latent_cell
         self.cell_encoder = mlp(

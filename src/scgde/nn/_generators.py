@@ -135,7 +135,7 @@ class CVAEGenerator(Generator):
     def posterior(self, x_in: torch.Tensor, z: torch.Tensor) -> Normal:
         """``q(u | x, z)``."""
         mean, log_var = self.cell_encoder(torch.cat([x_in, z], dim=-1)).chunk(2, dim=-1)
-        return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
+        return _gaussian(mean, log_var)
 
     def prior(self, z: torch.Tensor, cov: torch.Tensor) -> Distribution:
         """``p(u | z, cov)`` (conditional prior; a Gaussian, or a mixture of
@@ -146,11 +146,11 @@ class CVAEGenerator(Generator):
         out = self.prior_network(torch.cat([z, cov], dim=-1))
         if self.prior_components == 1:
             mean, log_var = out.chunk(2, dim=-1)
-            return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
+            return _gaussian(mean, log_var)
         k, d = self.prior_components, self.n_latent_cell
         logits, params = out[:, :k], out[:, k:].reshape(-1, k, 2 * d)
         mean, log_var = params.chunk(2, dim=-1)
-        components = Independent(Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4), 1)
+        components = Independent(_gaussian(mean, log_var), 1)
         return MixtureSameFamily(Categorical(logits=logits), components)
 
     def likelihood_distribution(
@@ -240,6 +240,11 @@ class CVAEGenerator(Generator):
         if self.likelihood == "gaussian":
             return x + (target - source)
         return transport_counts(x, source, target)
+
+
+def _gaussian(mean: torch.Tensor, log_var: torch.Tensor) -> Normal:
+    """A Gaussian from a predicted mean and log variance (clamped, with a floor on the scale)."""
+    return Normal(mean, torch.exp(0.5 * log_var.clamp(-15, 15)) + 1e-4)
 
 
 def _no_sampler_options(sampler_kwargs: dict) -> None:

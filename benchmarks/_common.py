@@ -181,6 +181,11 @@ def command_line(script: str) -> str:
     return f"python benchmarks/{script}" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
 
 
+def kwargs_text(kwargs: dict) -> str:
+    """``, key=value`` for each further argument, as a report's settings write a call."""
+    return "".join(f", {k}={v!r}" for k, v in kwargs.items())
+
+
 def budget_text(cfg: dict) -> str:
     """How training was stopped, in words."""
     if cfg.get("time_budget_s"):

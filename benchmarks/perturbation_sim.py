@@ -44,6 +44,7 @@ The tables are printed and written to ``--output`` (default
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -59,6 +60,7 @@ sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
     PERTURBATION_METRICS,
     command_line,
+    kwargs_text,
     log,
     log_normalized,
     machine_section,
@@ -161,7 +163,7 @@ def train_gde(train_adata, cfg: dict, seed: int):
     PerturbationGDE.setup_anndata(
         adata, perturbation_key=PERTURBATION, control=CONTROL, context_key=CONTEXT
     )
-    model = PerturbationGDE(adata, n_latent=cfg["n_latent"])
+    model = PerturbationGDE(adata, n_latent=cfg["n_latent"], **cfg["model_kwargs"])
     t0 = time.perf_counter()
     model.train(
         max_epochs=cfg["max_epochs"],
@@ -370,6 +372,13 @@ def _parse(argv=None):
         "--control-cells", type=int, default=None, help="control cells simulated (default 2000)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default={},
+        help="JSON of further PerturbationGDE(...) arguments, for ablations, e.g. "
+        '\'{"generator_kwargs": {"prior_components": 8}}\'',
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -383,6 +392,7 @@ def main(argv=None) -> int:
 
     profile = "quick" if args.quick else "default"
     cfg = dict(PROFILES[profile])
+    cfg["model_kwargs"] = args.model_kwargs
     if args.epochs is not None:
         cfg["max_epochs"] = args.epochs
     if args.control_cells is not None:
@@ -445,6 +455,7 @@ def main(argv=None) -> int:
         f"`{m}` ({'higher' if a == '↑' else 'lower'} is better)"
         for m, a in PERTURBATION_METRICS.items()
     )
+    gde_args = kwargs_text(cfg["model_kwargs"])
     doc = f"""# Unseen genetic perturbations, SIMULATED data: PerturbationGDE vs baselines
 
 **SIMULATED data** (`scgde.datasets.grn_perturbations`), not real measurements.
@@ -493,7 +504,7 @@ simulation's true expected shift instead, `log1p(1e4 q_pert) − log1p(1e4 q_con
   remaining perturbations is held out with `numpy.random.default_rng(seed)`; training data
   are the control cells and the training perturbations' cells.
 - GDE: `PerturbationGDE.setup_anndata(perturbation_key="perturbation", control="control",
-  context_key="context")`, `PerturbationGDE(train, n_latent={cfg["n_latent"]})` (default
+  context_key="context")`, `PerturbationGDE(train, n_latent={cfg["n_latent"]}{gde_args})` (default
   co-expression features, 16 components; deep-set encoder, CVAE generator, NB likelihood),
   `train(max_epochs={cfg["max_epochs"]}, predictor_epochs={cfg["predictor_epochs"]},
   set_size={cfg["set_size"]}, train_size=1.0)`, `scvi.settings.seed = seed`;

@@ -141,7 +141,7 @@ def load(data: str, min_cells: int, max_cells_per_set: int | None, n_held_out: i
 
 
 # ------------------------------------------------------------------------------ methods
-def train_gde(train_adata, cfg: dict, max_epochs: int, seed: int):
+def train_gde(train_adata, cfg: dict, max_epochs: int, seed: int, control: str = CONTROL):
     import scvi
 
     from scgde.model import PerturbationGDE
@@ -149,7 +149,7 @@ def train_gde(train_adata, cfg: dict, max_epochs: int, seed: int):
     scvi.settings.seed = seed
     adata = train_adata.copy()
     PerturbationGDE.setup_anndata(
-        adata, perturbation_key=CONDITION, control=CONTROL, context_key=CELL_TYPE
+        adata, perturbation_key=CONDITION, control=control, context_key=CELL_TYPE
     )
     model = PerturbationGDE(adata, n_latent=cfg["n_latent"], **cfg["model_kwargs"])
     t0 = time.perf_counter()
@@ -168,20 +168,29 @@ def train_gde(train_adata, cfg: dict, max_epochs: int, seed: int):
     return model, info
 
 
-def run_fold(adata, adata_log, held: str, cfg: dict, max_epochs: int, seed: int) -> dict:
-    """Hold out the Severe cells of ``held``, fit every method, score it on them."""
+def run_fold(
+    adata,
+    adata_log,
+    held: str,
+    cfg: dict,
+    max_epochs: int,
+    seed: int,
+    control: str = CONTROL,
+    perturbed: str = PERTURBED,
+) -> dict:
+    """Hold out the ``perturbed`` cells of ``held``, fit every method, score it on them."""
     import scgde
 
     t0 = time.perf_counter()
     cell_type = adata.obs[CELL_TYPE].astype(str).to_numpy()
     condition = adata.obs[CONDITION].astype(str).to_numpy()
-    test = (cell_type == held) & (condition == PERTURBED)
+    test = (cell_type == held) & (condition == perturbed)
     train_adata = adata[~test].copy()
     train_log = adata_log[~test].copy()
     observed_log = adata_log[cell_type == held].copy()
     n_hc, n_severe = int(((cell_type == held) & ~test).sum()), int(test.sum())
 
-    model, info = train_gde(train_adata, cfg, max_epochs, seed)
+    model, info = train_gde(train_adata, cfg, max_epochs, seed, control)
     predictions = {}
     for method, name, cells in (
         (GDE_P, "predictor", "counterfactual"),
@@ -189,7 +198,7 @@ def run_fold(adata, adata_log, held: str, cfg: dict, max_epochs: int, seed: int)
         (GDE_GEN, "predictor", "generated"),
     ):
         pred = model.predict(
-            PERTURBED,
+            perturbed,
             contexts=held,
             n_cells=cfg["n_predicted_cells"],
             method=name,
@@ -199,20 +208,20 @@ def run_fold(adata, adata_log, held: str, cfg: dict, max_epochs: int, seed: int)
         predictions[method] = (log_normalized(pred), pred.uns["predicted_shift"])
 
     others = sorted(set(cell_type) - {held})
-    train_pairs = [(PERTURBED, c) for c in others]
-    test_pairs = [(PERTURBED, held)]
+    train_pairs = [(perturbed, c) for c in others]
+    test_pairs = [(perturbed, held)]
     mean = scgde.tl.mean_shift_baseline(
-        train_log, CONDITION, CONTROL, train_pairs, test_pairs, context_key=CELL_TYPE, seed=seed
+        train_log, CONDITION, control, train_pairs, test_pairs, context_key=CELL_TYPE, seed=seed
     )
     predictions[MEAN] = (mean, mean.uns["predicted_shift"])
     features = pd.DataFrame(
-        scgde.data.perturbation_feature_matrix([PERTURBED], model.perturbation_features_, CONTROL),
-        index=[PERTURBED],
+        scgde.data.perturbation_feature_matrix([perturbed], model.perturbation_features_, control),
+        index=[perturbed],
     )
     ridge = scgde.tl.ridge_baseline(
         train_log,
         CONDITION,
-        CONTROL,
+        control,
         features,
         train_pairs,
         test_pairs,
@@ -227,7 +236,7 @@ def run_fold(adata, adata_log, held: str, cfg: dict, max_epochs: int, seed: int)
     scores = {}
     for method, (cells, shift) in predictions.items():
         frame = scgde.tl.score_perturbations(
-            cells, observed_log, CONTROL, CONDITION, CELL_TYPE, predicted_shift=shift, seed=seed
+            cells, observed_log, control, CONDITION, CELL_TYPE, predicted_shift=shift, seed=seed
         ).reset_index()
         frame["seed"] = seed
         scores[method] = frame
@@ -284,6 +293,44 @@ def margins_section(by_type: dict, folds: list[dict], seeds: list[int]) -> str:
     return table(header, rows)
 
 
+def summary_tables(folds: list[dict], held: list[str], seeds: list[int], labels: str) -> dict:
+    """The report's tables (markdown): scores, margins, per cell type (``labels``: the header
+    of the cell counts, e.g. "HC / Severe cells"), runs; and the largest ridge − mean-shift
+    difference."""
+    by_type = per_cell_type(folds)
+    info = pd.DataFrame([f["info"] for f in folds])
+    first = info.drop_duplicates("cell_type").set_index("cell_type")
+    per_type = table(
+        ["held-out cell type", labels, *[f"r2: {m}" for m in METHODS]],
+        [
+            [c, f"{first.loc[c, 'n_hc']:,} / {first.loc[c, 'n_severe']:,}"]
+            + [f"{by_type[m].loc[c, 'r2']:.4f}" for m in METHODS]
+            for c in held
+        ],
+    )
+    runs = table(
+        ["seed", "held-out cell type", "training cells", "GDE steps", "GDE train (s)", "fold (s)"],
+        [
+            [
+                str(r.seed),
+                r.cell_type,
+                f"{r.n_train_cells:,}",
+                str(r.steps),
+                f"{r.train_s:.0f}",
+                f"{r.seconds:.0f}",
+            ]
+            for r in info.itertuples()
+        ],
+    )
+    return {
+        "result": metrics_table(by_type),
+        "margins": margins_section(by_type, folds, seeds),
+        "per_type": per_type,
+        "runs": runs,
+        "ridge_diff": float(info["ridge_vs_mean"].max()),
+    }
+
+
 def _parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke profile")
@@ -333,34 +380,9 @@ def main(argv=None) -> int:
         for cell_type in held
     ]
 
-    by_type = per_cell_type(folds)
-    result_md = metrics_table(by_type)
-    margins_md = margins_section(by_type, folds, seeds)
-    info = pd.DataFrame([f["info"] for f in folds])
-    first = info.drop_duplicates("cell_type").set_index("cell_type")
-    per_type_md = table(
-        ["held-out cell type", "HC / Severe cells", *[f"r2: {m}" for m in METHODS]],
-        [
-            [c, f"{first.loc[c, 'n_hc']:,} / {first.loc[c, 'n_severe']:,}"]
-            + [f"{by_type[m].loc[c, 'r2']:.4f}" for m in METHODS]
-            for c in held
-        ],
-    )
-    runs_md = table(
-        ["seed", "held-out cell type", "training cells", "GDE steps", "GDE train (s)", "fold (s)"],
-        [
-            [
-                str(r.seed),
-                r.cell_type,
-                f"{r.n_train_cells:,}",
-                str(r.steps),
-                f"{r.train_s:.0f}",
-                f"{r.seconds:.0f}",
-            ]
-            for r in info.itertuples()
-        ],
-    )
-    ridge_diff = float(info["ridge_vs_mean"].max())
+    tab = summary_tables(folds, held, seeds, "HC / Severe cells")
+    result_md, margins_md, per_type_md = tab["result"], tab["margins"], tab["per_type"]
+    runs_md, ridge_diff = tab["runs"], tab["ridge_diff"]
     print(
         f"\nReal data ({args.data}), held-out Severe cells of {len(held)} cell types; "
         f"mean ± SE over cell types (seeds {seeds}):\n\n{result_md}\n\n"

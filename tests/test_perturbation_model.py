@@ -400,3 +400,76 @@ def test_calibration_can_be_turned_off(trained):
         trained.train_predictor(max_epochs=150)
     assert trained.shift_scale_ == before[0]
     pd.testing.assert_frame_equal(trained.shift_calibration_, before[1])
+
+
+# ---------------------------------------------------------------- shrinkage of the changes
+def _log_cp10k(x) -> np.ndarray:
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    return np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1e-12) * 1e4)
+
+
+def test_shrinkage_weights_are_the_share_of_signal_in_the_observed_shifts(trained, data):
+    """The weights follow their definition, recomputed here from the training cells, and are
+    larger on genes the simulation's knock-down changes than on genes it leaves alone."""
+    adata, train, _ = data
+    seen = [p for p in train.obs["perturbation"].cat.categories if p != "control"][:6]
+    pred = trained.predict(seen, contexts="context_0", n_cells=20, seed=1, shrinkage=True)
+    weights = pred.uns["response_evidence"]
+    assert pred.uns["perturbation_prediction"]["shrinkage"]
+    assert weights.shape == (len(seen), train.n_vars)
+    assert ((weights >= 0) & (weights <= 1)).all().all()
+    obs = train.obs
+    values = _log_cp10k(train.X)
+    affected, unaffected = [], []
+    true_mean = np.log(adata.uns["grn"]["true_mean"][0])  # context_0: groups x genes
+    groups = list(adata.uns["grn"]["groups"])
+    for p in seen:
+        signal = noise = 0.0
+        for context in ("context_0", "context_1"):
+            moments = []
+            for label in (p, "control"):
+                rows = (obs["perturbation"] == label) & (obs["context"] == context)
+                v = values[rows.to_numpy()]
+                moments.append((v.mean(0), v.var(0) / len(v)))
+            signal = signal + (moments[0][0] - moments[1][0]) ** 2
+            noise = noise + moments[0][1] + moments[1][1]
+        ratio = (signal - noise) / np.where(signal > 0, signal, 1.0)
+        expected = np.clip(np.where(signal > 0, ratio, 0.0), 0, 1)
+        row = weights.loc[(p, "context_0")].to_numpy()
+        np.testing.assert_allclose(row, expected, rtol=1e-4, atol=1e-6)
+        effect = np.abs(true_mean[groups.index(p)] - true_mean[groups.index("control")])
+        affected.extend(row[effect > 0.1])
+        unaffected.extend(row[effect == 0])
+    # most genes are untouched by a knock-down; those it moves show through the noise
+    assert len(affected) > 10 and len(unaffected) > 100
+    assert np.mean(affected) > np.mean(unaffected) + 0.2
+
+
+def test_shrinkage_removes_changes_of_genes_without_evidence(trained, data):
+    """Each count of a shrunk cell is either the moved cell's or the control cell's own; genes
+    with weight 0 keep the control cells' counts; an unseen perturbation is left as it was."""
+    _, train, held = data
+    seen = [p for p in train.obs["perturbation"].cat.categories if p != "control"][0]
+    kwargs = {"contexts": "context_0", "n_cells": 50, "seed": 2, "target_knockdown": False}
+    # the same control cells are drawn for one pair with the same seed
+    control = trained.predict("control", **kwargs).X.toarray()
+    # latent arithmetic: the mean observed shift in z, which the calibrated scale does not touch
+    plain = trained.predict(seen, method="latent_arithmetic", **kwargs).X.toarray()
+    shrunk = trained.predict(seen, method="latent_arithmetic", shrinkage=True, **kwargs)
+    weights = shrunk.uns["response_evidence"].to_numpy()[0]
+    out = shrunk.X.toarray()
+    moved = plain != control
+    assert moved.any()
+    assert np.all((out == plain) | (out == control))
+    zero = weights == 0
+    assert zero.any() and moved[:, zero].any()  # the plain prediction moved those genes
+    np.testing.assert_array_equal(out[:, zero], control[:, zero])
+    # changed entries are kept at about their genes' weights (binomial, 5 SE)
+    share = (out == plain)[moved].mean()
+    expected = np.broadcast_to(weights, moved.shape)[moved]
+    se = np.sqrt(np.sum(expected * (1 - expected))) / expected.size
+    assert abs(share - expected.mean()) < 5 * se + 1e-9
+    unseen_plain = trained.predict(held[:2], **kwargs)
+    unseen = trained.predict(held[:2], shrinkage=True, **kwargs)
+    np.testing.assert_array_equal(unseen.uns["response_evidence"].to_numpy(), 1.0)
+    np.testing.assert_array_equal(unseen.X.toarray(), unseen_plain.X.toarray())

@@ -181,6 +181,26 @@ def command_line(script: str) -> str:
     return f"python benchmarks/{script}" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
 
 
+def add_seed_arguments(parser) -> None:
+    """``--seed N`` or ``--seeds N ...`` (exclusive); ``None`` both: the profile's seeds."""
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="one seed")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
+
+
+def add_model_kwargs_argument(parser, model: str = "PerturbationGDE") -> None:
+    """``--model-kwargs JSON``: further arguments of ``model(...)``, for ablations."""
+    import json
+
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default={},
+        help=f"JSON of further {model}(...) arguments, for ablations, e.g. "
+        '\'{"generator_kwargs": {"prior_components": 8}}\'',
+    )
+
+
 def kwargs_text(kwargs: dict) -> str:
     """``, key=value`` for each further argument, as a report's settings write a call."""
     return "".join(f", {k}={v!r}" for k, v in kwargs.items())
@@ -237,6 +257,14 @@ def log_normalized(adata):
     sc.pp.normalize_total(out, target_sum=1e4)
     sc.pp.log1p(out)
     return out
+
+
+def metrics_text() -> str:
+    """The perturbation metrics with their better direction, for a report's prose."""
+    return ", ".join(
+        f"`{m}` ({'higher' if a == '↑' else 'lower'} is better)"
+        for m, a in PERTURBATION_METRICS.items()
+    )
 
 
 def metrics_table(scores: dict, digits: int = 4) -> str:

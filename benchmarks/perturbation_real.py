@@ -45,7 +45,6 @@ observed cells. The tables are printed and written to ``--output`` (default
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -60,6 +59,8 @@ DEFAULT_OUTPUT = HERE / "results" / "perturbation_real.md"
 sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
     PERTURBATION_METRICS,
+    add_model_kwargs_argument,
+    add_seed_arguments,
     command_line,
     kwargs_text,
     log,
@@ -67,6 +68,7 @@ from _common import (  # noqa: E402
     machine_section,
     mean_se,
     metrics_table,
+    metrics_text,
     paired_margin,
     start,
     table,
@@ -341,19 +343,11 @@ def _parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke profile")
     parser.add_argument("--data", choices=["full", "demo"], default="full")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=None, help="one seed")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
+    add_seed_arguments(parser)
     parser.add_argument("--n-held-out", type=int, default=None, help="held-out cell types")
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs of the GDE")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument(
-        "--model-kwargs",
-        type=json.loads,
-        default={},
-        help="JSON of further PerturbationGDE(...) arguments, for ablations, e.g. "
-        '\'{"generator_kwargs": {"prior_components": 8}}\'',
-    )
+    add_model_kwargs_argument(parser)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -400,10 +394,7 @@ def main(argv=None) -> int:
 
     runtime = time.perf_counter() - t_start
     command = command_line("perturbation_real.py")
-    metrics = ", ".join(
-        f"`{m}` ({'higher' if a == '↑' else 'lower'} is better)"
-        for m, a in PERTURBATION_METRICS.items()
-    )
+    metrics = metrics_text()
     subsample = (
         "all cells"
         if cfg["max_cells_per_set"] is None

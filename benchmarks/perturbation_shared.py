@@ -24,7 +24,6 @@ shared. Held-out folds, methods and scores are those of ``perturbation_real.py``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -39,12 +38,14 @@ DEFAULT_OUTPUT = HERE / "results" / "perturbation_shared.md"
 
 sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
-    PERTURBATION_METRICS,
+    add_model_kwargs_argument,
+    add_seed_arguments,
     command_line,
     kwargs_text,
     log,
     log_normalized,
     machine_section,
+    metrics_text,
     start,
     table,
     write_report,
@@ -144,19 +145,12 @@ def _parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke profile")
     parser.add_argument("--data", choices=["demo", "full"], default="demo")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=None, help="one seed")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
+    add_seed_arguments(parser)
     parser.add_argument("--n-shifted", type=int, default=30, help="genes with a response")
     parser.add_argument("--n-held-out", type=int, default=None, help="held-out cell types")
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs of the GDE")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument(
-        "--model-kwargs",
-        type=json.loads,
-        default={},
-        help="JSON of further PerturbationGDE(...) arguments, for ablations",
-    )
+    add_model_kwargs_argument(parser)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -200,10 +194,7 @@ def main(argv=None) -> int:
     )
 
     runtime = time.perf_counter() - t_start
-    metrics = ", ".join(
-        f"`{m}` ({'higher' if a == '↑' else 'lower'} is better)"
-        for m, a in PERTURBATION_METRICS.items()
-    )
+    metrics = metrics_text()
     gde_args = kwargs_text(cfg["model_kwargs"])
     data_call = "demo()" if args.data == "demo" else 'liu2021_covid("rna")'
     doc = f"""# Unseen cell type, SYNTHETIC response shared by all cell types: GDE vs baselines

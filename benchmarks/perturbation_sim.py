@@ -44,7 +44,6 @@ The tables are printed and written to ``--output`` (default
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -58,7 +57,8 @@ DEFAULT_OUTPUT = HERE / "results" / "perturbation_sim.md"
 
 sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
-    PERTURBATION_METRICS,
+    add_model_kwargs_argument,
+    add_seed_arguments,
     command_line,
     kwargs_text,
     log,
@@ -66,6 +66,7 @@ from _common import (  # noqa: E402
     machine_section,
     mean_se,
     metrics_table,
+    metrics_text,
     paired_margin,
     start,
     table,
@@ -364,21 +365,13 @@ def regulator_section(pooled: dict) -> str:
 def _parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke profile")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=None, help="one seed")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds")
+    add_seed_arguments(parser)
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs of the GDE")
     parser.add_argument(
         "--control-cells", type=int, default=None, help="control cells simulated (default 2000)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument(
-        "--model-kwargs",
-        type=json.loads,
-        default={},
-        help="JSON of further PerturbationGDE(...) arguments, for ablations, e.g. "
-        '\'{"generator_kwargs": {"prior_components": 8}}\'',
-    )
+    add_model_kwargs_argument(parser)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -451,10 +444,7 @@ def main(argv=None) -> int:
 
     runtime = time.perf_counter() - t_start
     command = command_line("perturbation_sim.py")
-    metrics = ", ".join(
-        f"`{m}` ({'higher' if a == '↑' else 'lower'} is better)"
-        for m, a in PERTURBATION_METRICS.items()
-    )
+    metrics = metrics_text()
     gde_args = kwargs_text(cfg["model_kwargs"])
     doc = f"""# Unseen genetic perturbations, SIMULATED data: PerturbationGDE vs baselines
 

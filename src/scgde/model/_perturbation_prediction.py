@@ -227,9 +227,14 @@ class PredictionMixin:
         rows = self._set_rows(self.adata)
         observed = self.latent_shifts_.groupby("perturbation")["context"].apply(list)
 
+        cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
         def moments(name: str) -> tuple[np.ndarray, np.ndarray]:
-            values = transform(x[rows[name]])
-            return values.mean(0), values.var(0) / values.shape[0]
+            """Mean and its sampling variance; a context's controls are read once."""
+            if name not in cache:
+                values = transform(x[rows[name]])
+                cache[name] = (values.mean(0), values.var(0) / values.shape[0])
+            return cache[name]
 
         weights = {}
         for p in dict.fromkeys(perturbations):
